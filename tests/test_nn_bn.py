@@ -84,7 +84,7 @@ def test_calibration_uses_dropout_off_and_num_batches() -> None:
     a.load_state_dict(net.state_dict())
     calibrate_bn(net, _batches(), 0.5, num_batches=2)
     calibrate_bn(a, _batches()[:2], 0.5)
-    for x, y in zip(net.modules(), a.modules()):
+    for x, y in zip(net.modules(), a.modules(), strict=True):
         if isinstance(x, USBatchNorm2d):  # deterministic, so dropout was off; only 2 batches were read
             torch.testing.assert_close(x.stats[0.5], y.stats[0.5])
 

@@ -42,7 +42,9 @@ def test_soft_ce_is_kl_plus_teacher_entropy_and_has_kl_gradient() -> None:
 
 def test_kl_matches_torch_and_validates() -> None:
     s, t = torch.randn(8, 5), torch.randn(8, 5)
-    ref = torch.nn.functional.kl_div(torch.log_softmax(s, -1), torch.log_softmax(t, -1), log_target=True, reduction="batchmean")
+    ref = torch.nn.functional.kl_div(
+        torch.log_softmax(s, -1), torch.log_softmax(t, -1), log_target=True, reduction="batchmean"
+    )
     torch.testing.assert_close(kl_divergence(s, t), ref)
     with pytest.raises(ValueError):
         kl_divergence(s, t, 0.0)

@@ -169,6 +169,7 @@ def test_groupnorm_matches_static(w: float) -> None:
     ref = F.group_norm(x, 4, gn.weight[:c], gn.bias[:c])
     torch.testing.assert_close(gn(x), ref)
 
+
 def test_groupnorm_rejects_channels_not_divisible_by_groups() -> None:
     gn = USGroupNorm(16, 32, divisor=4)
     set_width(gn, 0.25)

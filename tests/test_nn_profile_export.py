@@ -44,7 +44,10 @@ def test_profile_matches_hand_count() -> None:
         "params": (8 * 27 + 8) + 2 * 8 + 8 * 9 + (128 * 10 + 10),
     }
     full = profile(net, (3, 8, 8), 1.0)
-    assert full == {"macs": 16 * 64 * 27 + 16 * 64 * 9 + 256 * 4 + 256 * 10, "params": sum(p.numel() for p in net.parameters())}
+    assert full == {
+        "macs": 16 * 64 * 27 + 16 * 64 * 9 + 256 * 4 + 256 * 10,
+        "params": sum(p.numel() for p in net.parameters()),
+    }
     assert get_width(net) == 1.0 and net.training  # width and mode restored; no calibration needed
     static = export_fixed_width(_calibrated(net, 0.5), 0.5)
     assert profile(static, (3, 8, 8)) == profile(net, (3, 8, 8), 0.5)

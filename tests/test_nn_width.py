@@ -46,7 +46,12 @@ def test_make_divisible_never_loses_more_than_10_percent() -> None:
 
 
 def _net() -> nn.Sequential:
-    return nn.Sequential(USConv2d(3, 16, 3, slim_in=False), nn.ReLU(), nn.Flatten(), USLinear(16 * 6 * 6, 4, slim_out=False, ratio=(36, 1)))
+    return nn.Sequential(
+        USConv2d(3, 16, 3, slim_in=False),
+        nn.ReLU(),
+        nn.Flatten(),
+        USLinear(16 * 6 * 6, 4, slim_out=False, ratio=(36, 1)),
+    )
 
 
 def test_width_control_and_context_restores() -> None:

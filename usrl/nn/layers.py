@@ -190,7 +190,9 @@ class USConv2d(_SlimmableLayer):
     ) -> None:
         super().__init__()
         if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
+            raise ValueError(
+                f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}"
+            )
         if groups > 1 and slim_in != slim_out:
             raise ValueError("a grouped/depthwise USConv2d must slim both sides or neither")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
@@ -221,7 +223,9 @@ class USConv2d(_SlimmableLayer):
         """``(in_channels, out_channels, groups)`` used at width ``w``."""
         if self.groups == 1:
             in_c = slim_channels(self.in_channels, w, self.divisor, self.ratio[0]) if self.slim_in else self.in_channels
-            out_c = slim_channels(self.out_channels, w, self.divisor, self.ratio[1]) if self.slim_out else self.out_channels
+            out_c = (
+                slim_channels(self.out_channels, w, self.divisor, self.ratio[1]) if self.slim_out else self.out_channels
+            )
             return in_c, out_c, 1
         if not self.slim_in:
             return self.in_channels, self.out_channels, self.groups
@@ -468,7 +472,9 @@ class USGroupNorm(SlimmableMixin, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         c = self.channels_at(self.width_control.width)
         if c % self.num_groups:
-            raise ValueError(f"USGroupNorm: {c} channels at width {self.width_control.width:g} are not divisible by {self.num_groups} groups")
+            raise ValueError(
+                f"USGroupNorm: {c} channels at width {self.width_control.width:g} are not divisible by {self.num_groups} groups"
+            )
         weight = bias = None
         if self.affine:
             weight, bias = self.weight[:c], self.bias[:c]

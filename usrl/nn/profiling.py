@@ -64,8 +64,10 @@ def profile(model: nn.Module, input_shape: tuple[int, ...], width_value: float |
         elif isinstance(module, (nn.Linear, USLinear)):
             macs, params = _linear_counts(module, inp, out)
         elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, USBatchNorm2d, USGroupNorm)):
-            params = _norm_params(module, inp) if not isinstance(module, nn.LayerNorm) else sum(
-                p.numel() for p in module.parameters(recurse=False)
+            params = (
+                _norm_params(module, inp)
+                if not isinstance(module, nn.LayerNorm)
+                else sum(p.numel() for p in module.parameters(recurse=False))
             )
         elif isinstance(module, _POOLS):
             k = module.kernel_size

@@ -133,9 +133,7 @@ def width_control(model: nn.Module) -> WidthControl:
     control = model.__dict__.get(_CONTROL_ATTR)
     if control is not None:
         return control
-    if isinstance(model, SlimmableMixin) and not any(
-        isinstance(m, SlimmableMixin) for m in list(model.modules())[1:]
-    ):
+    if isinstance(model, SlimmableMixin) and not any(isinstance(m, SlimmableMixin) for m in list(model.modules())[1:]):
         return model.width_control
     layers = slimmable_modules(model)
     if not layers:
