@@ -83,6 +83,7 @@ def test_export_of_uncalibrated_width_is_an_error() -> None:
         export_fixed_width(net, 0.1)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_exported_model_runs_without_usrl(tmp_path: Path) -> None:
     w = 0.5
     net = _calibrated(_net(), w).eval()
@@ -92,6 +93,7 @@ def test_exported_model_runs_without_usrl(tmp_path: Path) -> None:
     expected = net(x).detach()
     torch.jit.save(torch.jit.script(exported), str(tmp_path / "scripted.pt"))
     torch.jit.save(torch.jit.trace(exported, x), str(tmp_path / "traced.pt"))
+    torch.export.save(torch.export.export(exported, (x,)), str(tmp_path / "exported.pt2"))
     torch.save(exported.state_dict(), tmp_path / "state.pt")
     torch.save({"x": x, "y": expected}, tmp_path / "io.pt")
     code = textwrap.dedent(
@@ -104,6 +106,8 @@ def test_exported_model_runs_without_usrl(tmp_path: Path) -> None:
         for name in ("scripted.pt", "traced.pt"):
             m = torch.jit.load({str(tmp_path)!r} + "/" + name)
             torch.testing.assert_close(m(d["x"]), d["y"], atol=1e-5, rtol=0)
+        ep = torch.export.load({str(tmp_path / "exported.pt2")!r})
+        torch.testing.assert_close(ep.module()(d["x"]), d["y"], atol=1e-5, rtol=0)
         # the documented rebuild: the same architecture in plain torch with the width's channel counts
         plain = nn.Sequential(
             nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
