@@ -185,3 +185,39 @@ def test_constructor_validation() -> None:
         USConv2d(8, 8, 3, groups=8, slim_out=False)
     with pytest.raises(ValueError):
         USLinear(10, 10, ratio=(3, 1))
+
+
+def test_share_stem_is_exact_and_computes_the_stem_once() -> None:
+    from usrl.nn import make_slimmable, share_stem, width
+
+    def build() -> nn.Sequential:
+        torch.manual_seed(3)
+        return make_slimmable(
+            nn.Sequential(USConv2d(3, 16, 3, slim_in=False), nn.ReLU(), nn.Flatten(), USLinear(16 * 16, 4, slim_out=False, ratio=(16, 1)))
+        )
+
+    a, b = build(), build()
+    x = torch.randn(6, 3, 6, 6)
+    widths = [1.0, 0.25, 0.6, 0.4]
+    for w in widths:  # reference: a backward per width
+        with width(a, w):
+            a(x).square().mean().backward()
+    calls = []
+    full_forward = b[0]._full_forward
+    b[0]._full_forward = lambda t: calls.append(1) or full_forward(t)
+    outs = []
+    with share_stem(b):
+        total = 0
+        for w in widths:
+            with width(b, w):
+                out = b(x)
+            outs.append(out)
+            total = total + out.square().mean()
+        total.backward()
+    for w, out in zip(widths, outs, strict=True):
+        with width(a, w), torch.no_grad():
+            torch.testing.assert_close(out, a(x))
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad)
+    assert len(calls) == 1  # the stem convolution ran once for four widths
+    assert b[0]._stem_cache is None  # and the cache is gone after the block

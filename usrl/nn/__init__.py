@@ -11,7 +11,7 @@ from usrl.nn.distill import (
     soft_cross_entropy,
 )
 from usrl.nn.export import export_fixed_width
-from usrl.nn.layers import USBatchNorm2d, USConv2d, USGroupNorm, USLinear
+from usrl.nn.layers import USBatchNorm2d, USConv2d, USGroupNorm, USLinear, share_stem
 from usrl.nn.profiling import profile
 from usrl.nn.sandwich import sandwich_widths
 from usrl.nn.width import (
@@ -54,6 +54,7 @@ __all__ = [
     "profile",
     "sandwich_widths",
     "set_width",
+    "share_stem",
     "slim_channels",
     "slimmable_modules",
     "soft_cross_entropy",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -66,6 +68,7 @@ class _SlimmableLayer(SlimmableMixin, nn.Module):
         self._init_width()
         self._shape_cache: tuple[float, tuple[int, ...]] | None = None
         self._sliced = _SlicedWeights()
+        self._stem_cache: list[Tensor] | None = None  # [input, full-width output] inside share_stem()
 
     def _shape(self, w: float) -> tuple[int, ...]:
         cached = self._shape_cache
@@ -78,9 +81,25 @@ class _SlimmableLayer(SlimmableMixin, nn.Module):
     def shape_at(self, w: float) -> tuple[int, ...]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def groups_fixed(self) -> bool:
+        """True if the layer's output at any width is a leading slice of its full-width output."""
+        return getattr(self, "groups", 1) == 1
+
+    def _full_forward(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _from_stem_cache(self, x: Tensor, out: int, dim: int) -> Tensor:
+        cache = self._stem_cache
+        assert cache is not None
+        if not cache or cache[0] is not x:
+            cache[:] = [x, self._full_forward(x)]
+        full = cache[1]
+        return full if out == full.shape[dim] else full.narrow(dim, 0, out)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_sliced"] = _SlicedWeights()
+        state["_stem_cache"] = None
         return state
 
     def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
@@ -140,10 +159,15 @@ class USLinear(_SlimmableLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         in_f, out_f = self._shape(self.width_control.width)
+        if self._stem_cache is not None:
+            return self._from_stem_cache(x, out_f, -1)
         if in_f == self.in_features and out_f == self.out_features:
             return F.linear(x, self.weight, self.bias)
         weight, bias = self._sliced.get(self.weight, self.bias, (slice(0, out_f), slice(0, in_f)))
         return F.linear(x, weight, bias)
+
+    def _full_forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
 
     def to_static(self) -> nn.Linear:
         in_f, out_f = self.shape_at(self.width_control.width)
@@ -237,6 +261,8 @@ class USConv2d(_SlimmableLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         in_c, out_c, groups = self._shape(self.width_control.width)
+        if self._stem_cache is not None:
+            return self._from_stem_cache(x, out_c, 1)
         if out_c == self.out_channels and in_c == self.in_channels:
             weight, bias = self.weight, self.bias
         elif groups == 1:
@@ -244,6 +270,9 @@ class USConv2d(_SlimmableLayer):
         else:
             weight, bias = self._sliced.get(self.weight, self.bias, (slice(0, out_c),))
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
+
+    def _full_forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def to_static(self) -> nn.Conv2d:
         in_c, out_c, groups = self.shape_at(self.width_control.width)
@@ -492,3 +521,25 @@ class USGroupNorm(SlimmableMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, slim={self.slim}"
+
+
+@contextmanager
+def share_stem(model: nn.Module) -> Iterator[None]:
+    """Compute each fixed-input layer once per input tensor and serve every width from it.
+
+    A layer whose inputs do not slim (``slim_in=False``, e.g. the first conv of a CNN or the
+    first layer of an MLP) produces, at any width, the leading channels of its full-width
+    output. Inside this block such layers keep their full-width output for the last input
+    tensor they saw (matched by identity) and return slices of it, so a sandwich step pays for
+    the stem once instead of once per width. Results and gradients are exact; since the widths
+    then share part of one graph, sum their losses and call ``backward`` once (or pass
+    ``retain_graph=True``).
+    """
+    stems = [m for m in model.modules() if isinstance(m, _SlimmableLayer) and not m.slim_in and m.groups_fixed()]
+    for m in stems:
+        m._stem_cache = []
+    try:
+        yield
+    finally:
+        for m in stems:
+            m._stem_cache = None
