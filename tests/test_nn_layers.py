@@ -193,7 +193,12 @@ def test_share_stem_is_exact_and_computes_the_stem_once() -> None:
     def build() -> nn.Sequential:
         torch.manual_seed(3)
         return make_slimmable(
-            nn.Sequential(USConv2d(3, 16, 3, slim_in=False), nn.ReLU(), nn.Flatten(), USLinear(16 * 16, 4, slim_out=False, ratio=(16, 1)))
+            nn.Sequential(
+                USConv2d(3, 16, 3, slim_in=False),
+                nn.ReLU(),
+                nn.Flatten(),
+                USLinear(16 * 16, 4, slim_out=False, ratio=(16, 1)),
+            )
         )
 
     a, b = build(), build()

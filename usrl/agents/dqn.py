@@ -1,0 +1,250 @@
+"""US-DQN: SB3's DQN trained with the sandwich rule and inplace distillation."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.dqn import DQN
+
+from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy
+from usrl.nn import get_distill_loss, sandwich_widths, share_stem, width_control
+
+DISTILL_MODES = ("mse", "huber", "kl", None)
+
+
+class USDQN(DQN):
+    """Universally slimmable DQN: one Q-network trained for every width in its range.
+
+    Takes SB3 DQN's parameters, plus:
+
+    :param n_widths: widths per gradient step (sandwich rule): the largest, the smallest and
+        ``n_widths - 2`` uniform random ones. ``1`` trains the full width only, exactly as DQN.
+    :param distill: how the other widths learn from the full width's detached Q-values of the
+        same batch: ``"mse"``, ``"huber"``, ``"kl"`` (between ``softmax(Q / T)``), or ``None``
+        (every width learns its own TD loss).
+    :param distill_weight: in [0, 1]; the other widths' loss is
+        ``w * distillation + (1 - w) * their own TD loss``.
+    :param distill_temperature: ``T`` for ``"kl"``.
+    :param rollout_width: width used to act while collecting experience (default: the top of
+        the policy's ``width_range``).
+
+    The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``).
+    Each step computes the TD targets once with the full-width target network, runs the widths
+    on the same batch (the fixed-input stem once for all of them), sums their losses, then one
+    backward, one gradient clip and one optimizer step. Losses per width go to the logger
+    (``train/loss_w1.00`` for the full width, ``train/loss_low``, ``train/loss_random``,
+    ``train/distill_loss``).
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": USMlpPolicy,
+        "CnnPolicy": USCnnPolicy,
+    }
+    policy: USDQNPolicy
+
+    def __init__(
+        self,
+        policy: str | type[USDQNPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 1e-4,
+        buffer_size: int = 1_000_000,
+        learning_starts: int = 100,
+        batch_size: int = 32,
+        tau: float = 1.0,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 4,
+        gradient_steps: int = 1,
+        replay_buffer_class: Any = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        n_steps: int = 1,
+        target_update_interval: int = 10000,
+        exploration_fraction: float = 0.1,
+        exploration_initial_eps: float = 1.0,
+        exploration_final_eps: float = 0.05,
+        max_grad_norm: float = 10,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        n_widths: int = 4,
+        distill: str | None = "mse",
+        distill_weight: float = 1.0,
+        distill_temperature: float = 1.0,
+        rollout_width: float | None = None,
+        _init_setup_model: bool = True,
+    ) -> None:
+        if isinstance(n_widths, bool) or not isinstance(n_widths, int) or n_widths < 1:
+            raise ValueError(f"n_widths must be an integer >= 1, got {n_widths!r}")
+        if distill not in DISTILL_MODES:
+            raise ValueError(f"distill must be one of {DISTILL_MODES}, got {distill!r}")
+        if not (isinstance(distill_weight, (int, float)) and 0.0 <= distill_weight <= 1.0):
+            raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
+        if not (
+            isinstance(distill_temperature, (int, float))
+            and math.isfinite(distill_temperature)
+            and distill_temperature > 0
+        ):
+            raise ValueError(f"distill_temperature must be > 0, got {distill_temperature!r}")
+        self.n_widths = n_widths
+        self.distill = distill
+        self.distill_weight = float(distill_weight)
+        self.distill_temperature = float(distill_temperature)
+        self.rollout_width = rollout_width
+        self.width_generator: th.Generator | None = None
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            buffer_size=buffer_size,
+            learning_starts=learning_starts,
+            batch_size=batch_size,
+            tau=tau,
+            gamma=gamma,
+            train_freq=train_freq,
+            gradient_steps=gradient_steps,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            n_steps=n_steps,
+            target_update_interval=target_update_interval,
+            exploration_fraction=exploration_fraction,
+            exploration_initial_eps=exploration_initial_eps,
+            exploration_final_eps=exploration_final_eps,
+            max_grad_norm=max_grad_norm,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        if not isinstance(self.policy, USDQNPolicy):
+            raise TypeError(
+                f"USDQN needs a slimmable policy (USMlpPolicy / USCnnPolicy), got {type(self.policy).__name__}"
+            )
+        control = width_control(self.policy)
+        if self.rollout_width is None:
+            self.rollout_width = control.high
+        self.rollout_width = control.check(self.rollout_width)
+        control.width = self.rollout_width
+        if getattr(self, "width_generator", None) is None:  # a loaded model keeps its saved generator state
+            self.width_generator = th.Generator()
+            self.width_generator.manual_seed(int(self.seed) if self.seed is not None else int(np.random.randint(2**31)))
+
+    def set_width(self, width: float) -> None:
+        """Act and predict at ``width`` (also the width used while collecting experience)."""
+        self.rollout_width = width_control(self.policy).check(width)
+        self.policy.set_width(self.rollout_width)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        width: float | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``; ``width`` runs this call at that width (then restores the current one)."""
+        if width is None:
+            return super().predict(observation, state, episode_start, deterministic)
+        control = width_control(self.policy)
+        previous = control.width
+        control.set(width)
+        try:
+            return super().predict(observation, state, episode_start, deterministic)
+        finally:
+            control.width = previous
+
+    def _width_loss(
+        self, q_all: th.Tensor, teacher: th.Tensor, td_loss: th.Tensor | None
+    ) -> tuple[th.Tensor, th.Tensor | None]:
+        """Loss of a non-full width: distillation from the full width's Q-values, mixed with TD."""
+        if self.distill == "kl":
+            d = get_distill_loss("kl")(q_all, teacher, self.distill_temperature)  # type: ignore[call-arg]
+        else:
+            d = get_distill_loss(self.distill)(q_all, teacher)  # type: ignore[arg-type]
+        if self.distill_weight >= 1.0 or td_loss is None:
+            return d, d
+        return self.distill_weight * d + (1.0 - self.distill_weight) * td_loss, d
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        control = width_control(self.policy)
+        low, high = control.low, control.high
+        q_net, q_target = self.q_net, self.q_net_target
+        needs_td = self.distill is None or self.distill_weight < 1.0
+
+        logs: dict[str, list[float]] = {"full": [], "low": [], "random": [], "distill": []}
+        try:
+            for _ in range(gradient_steps):
+                replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+                discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
+                widths = sandwich_widths(self.n_widths, low, high, self.width_generator)
+
+                with th.no_grad():
+                    control.width = high
+                    next_q_values = q_target(replay_data.next_observations).max(dim=1)[0].reshape(-1, 1)
+                    target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
+
+                obs = preprocess_obs(
+                    replay_data.observations, self.observation_space, normalize_images=q_net.normalize_images
+                )
+                actions = replay_data.actions.long()
+                total: th.Tensor | None = None
+                teacher: th.Tensor | None = None
+                with share_stem(q_net):
+                    for i, w in enumerate(widths):
+                        control.width = w
+                        q_all = q_net.q_net(q_net.features_extractor(obs))
+                        q = th.gather(q_all, dim=1, index=actions)
+                        td = F.smooth_l1_loss(q, target_q_values) if i == 0 or needs_td else None
+                        if i == 0:
+                            loss = td
+                            teacher = q_all.detach()
+                            logs["full"].append(loss.item())
+                        elif self.distill is None:
+                            loss = td
+                        else:
+                            loss, d = self._width_loss(q_all, teacher, td)  # type: ignore[arg-type]
+                            logs["distill"].append(d.item())  # type: ignore[union-attr]
+                        if i > 0:
+                            logs["low" if i == 1 else "random"].append(loss.item())  # type: ignore[union-attr]
+                        total = loss if total is None else total + loss
+
+                if not th.isfinite(total):  # type: ignore[arg-type]
+                    raise FloatingPointError(
+                        f"non-finite loss ({total.item()}) at update {self._n_updates + 1}, {self.num_timesteps} env steps"  # type: ignore[union-attr]
+                    )
+                self.policy.optimizer.zero_grad()
+                total.backward()  # type: ignore[union-attr]
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+        finally:
+            control.width = self.rollout_width
+
+        self._n_updates += gradient_steps
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/loss", float(np.mean(logs["full"])))
+        if logs["low"]:
+            self.logger.record(f"train/loss_w{low:.2f}", float(np.mean(logs["low"])))
+        if logs["random"]:
+            self.logger.record("train/loss_random_widths", float(np.mean(logs["random"])))
+        if logs["distill"]:
+            self.logger.record("train/distill_loss", float(np.mean(logs["distill"])))

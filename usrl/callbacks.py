@@ -1,0 +1,172 @@
+"""Training callbacks of the CLI: evaluation at several widths, and atomic, resumable checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from usrl.evaluation import WidthResult, evaluate_at_width
+from usrl.utils import atomic_write, atomic_write_text
+
+EVAL_COLUMNS = ["timesteps"] + [f.name for f in fields(WidthResult)]
+
+
+def read_evaluations(path: Path) -> list[dict[str, Any]]:
+    """Rows of an ``evaluations.csv`` (numbers parsed); empty if the file does not exist."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [
+            {k: (int(v) if k in ("timesteps", "macs", "params", "n_episodes") else float(v)) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def write_evaluations(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write all rows of ``evaluations.csv`` atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=EVAL_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+class WidthEvalCallback(BaseCallback):
+    """Every ``eval_freq`` env steps, evaluate the policy at each of ``widths`` on ``eval_env``.
+
+    Appends one row per width to ``<run_dir>/evaluations.csv``, logs ``eval/return_w<w>`` and
+    ``eval/ep_length_w<w>`` (tensorboard), and saves ``best_model.zip`` whenever the return at
+    ``full_width`` beats the best so far. Also evaluates once at the end of training if the
+    last evaluation was earlier.
+    """
+
+    def __init__(
+        self,
+        eval_env: VecEnv,
+        widths: list[float],
+        eval_freq: int,
+        n_eval_episodes: int,
+        run_dir: Path,
+        full_width: float,
+        rows: list[dict[str, Any]] | None = None,
+        verbose: int = 1,
+    ) -> None:
+        super().__init__(verbose)
+        self.eval_env, self.widths, self.eval_freq = eval_env, widths, eval_freq
+        self.n_eval_episodes, self.run_dir, self.full_width = n_eval_episodes, run_dir, full_width
+        self.rows = list(rows or [])
+        full = [r["mean_return"] for r in self.rows if r["width"] == full_width]
+        self.best = max(full) if full else -np.inf
+        self.last_eval = max((r["timesteps"] for r in self.rows), default=-1)
+
+    def _init_callback(self) -> None:
+        self._bucket = self.num_timesteps // self.eval_freq if self.eval_freq > 0 else 0
+
+    def _on_step(self) -> bool:
+        # by env steps, not calls, so a resumed run evaluates at the same timesteps
+        if self.eval_freq > 0 and self.num_timesteps // self.eval_freq > self._bucket:
+            self._bucket = self.num_timesteps // self.eval_freq
+            self.evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.last_eval != self.num_timesteps:
+            self.evaluate()
+
+    def evaluate(self) -> None:
+        """Evaluate at every width now and write the results."""
+        results = [evaluate_at_width(self.model, self.eval_env, w, self.n_eval_episodes) for w in self.widths]
+        for res in results:
+            self.rows.append({"timesteps": self.num_timesteps, **res.as_dict()})
+            self.logger.record(f"eval/return_w{res.width:.2f}", res.mean_return)
+            self.logger.record(f"eval/ep_length_w{res.width:.2f}", res.mean_length)
+        write_evaluations(self.run_dir / "evaluations.csv", self.rows)
+        self.last_eval = self.num_timesteps
+        full = next((r for r in results if r.width == self.full_width), None)
+        if full is not None and full.mean_return > self.best:
+            self.best = full.mean_return
+            atomic_write(self.run_dir / "best_model.zip", self.model.save, suffix=".zip")
+        if self.verbose:
+            summary = "  ".join(f"w={r.width:.2f}: {r.mean_return:.1f}±{r.std_return:.1f}" for r in results)
+            print(f"Eval at {self.num_timesteps} steps: {summary}", flush=True)
+        self.logger.dump(self.num_timesteps)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random states (Python, NumPy, torch CPU and CUDA)."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumableCheckpoint(BaseCallback):
+    """Every ``save_freq`` env steps, save what ``--resume`` needs, each file atomically.
+
+    ``checkpoints/rl_model_<t>_steps.zip`` (model and optimizer), the replay buffer of the
+    newest checkpoint only (``replay_buffer.pkl``; older ones are deleted, they can be GBs),
+    ``rng_<t>.pt`` (random states), then ``checkpoints/latest.json`` naming them, written
+    last: a kill at any moment leaves the previous complete checkpoint in place.
+    """
+
+    def __init__(self, save_freq: int, run_dir: Path, verbose: int = 1) -> None:
+        super().__init__(verbose)
+        self.save_freq = save_freq
+        self.dir = run_dir / "checkpoints"
+
+    def _init_callback(self) -> None:
+        self._bucket = self.num_timesteps // self.save_freq if self.save_freq > 0 else 0
+
+    def _on_step(self) -> bool:
+        if self.save_freq > 0 and self.num_timesteps // self.save_freq > self._bucket:
+            self._bucket = self.num_timesteps // self.save_freq
+            self.save()
+        return True
+
+    def save(self) -> None:
+        """Write a complete checkpoint now."""
+        t = self.num_timesteps
+        model_name, rng_name = f"rl_model_{t}_steps.zip", f"rng_{t}.pt"
+        atomic_write(self.dir / model_name, self.model.save, suffix=".zip")
+        entry: dict[str, Any] = {"timesteps": t, "model": model_name, "rng": rng_name}
+        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
+            buffer_name = f"replay_buffer_{t}.pkl"
+            atomic_write(self.dir / buffer_name, self.model.save_replay_buffer, suffix=".pkl")
+            entry["replay_buffer"] = buffer_name
+        atomic_write(self.dir / rng_name, lambda tmp: torch.save(rng_state(), tmp))
+        previous = latest_checkpoint(self.dir.parent)
+        atomic_write_text(self.dir / "latest.json", json.dumps(entry))
+        if previous and previous.get("replay_buffer") and previous["replay_buffer"] != entry.get("replay_buffer"):
+            (self.dir / previous["replay_buffer"]).unlink(missing_ok=True)
+        if self.verbose:
+            print(f"Saved checkpoint at {t} steps", flush=True)
+
+
+def latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The newest complete checkpoint's entry, or ``None`` if there is none."""
+    path = run_dir / "checkpoints" / "latest.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())

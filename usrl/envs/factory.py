@@ -1,0 +1,153 @@
+"""Resolve an environment name and build vectorised envs the way rl-zoo3 does.
+
+* Atari: short names (``Pong``, ``breakout``, ``SpaceInvaders``; any case) become
+  ``<Name>NoFrameskip-v4``; full ids (``PongNoFrameskip-v4``, ``ALE/Pong-v5``) work too. SB3's
+  ``AtariWrapper`` (noop reset, frame skip 4, episodic life, fire reset, 84x84 grey, reward
+  clipping) and a 4-frame stack are applied. For ``ALE/*-v5`` ids the env is made with
+  ``frameskip=1`` (sticky actions kept), so the wrapper's skip stays the only one.
+* Classic control and other vector-observation ids (``CartPole-v1``, ``Acrobot-v1``, ...).
+* MinAtar (``MinAtar/Breakout-v1`` ...) with the optional ``minatar`` package: boards
+  become channel-first float32 arrays.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.atari_wrappers import AtariWrapper
+from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack
+
+
+class UnknownEnvError(ValueError):
+    """The environment name is not known; the message lists the closest known names."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What an env name resolves to: the gymnasium id and its family (``atari``, ``minatar``, ``gym``)."""
+
+    env_id: str
+    family: str
+
+    @property
+    def short_name(self) -> str:
+        """A name for run folders: ``Pong`` for ``PongNoFrameskip-v4``, ``MinAtar-Breakout-v1`` ..."""
+        if self.family == "atari":
+            base = self.env_id.split("/")[-1]
+            return base.split("NoFrameskip")[0].split("-v")[0]
+        return self.env_id.replace("/", "-")
+
+
+_registered = False
+
+
+def _register_optional_envs() -> None:
+    global _registered
+    if _registered:
+        return
+    import ale_py
+
+    gym.register_envs(ale_py)
+    try:
+        from minatar.gym import register_envs
+
+        if not any(k.startswith("MinAtar/") for k in gym.registry):
+            register_envs()
+    except ImportError:
+        pass
+    _registered = True
+
+
+def _atari_games() -> dict[str, str]:
+    """Lower-case short name -> ``<Name>NoFrameskip-v4`` for every registered v4 Atari game."""
+    return {
+        env_id[: -len("NoFrameskip-v4")].lower(): env_id
+        for env_id in gym.registry
+        if env_id.endswith("NoFrameskip-v4") and "/" not in env_id and "-ram" not in env_id.lower()
+    }
+
+
+def resolve_env(name: str) -> EnvSpec:
+    """Turn a user's env name into an :class:`EnvSpec`; :class:`UnknownEnvError` with suggestions."""
+    _register_optional_envs()
+    if name in gym.registry:
+        entry = str(gym.registry[name].entry_point)
+        if "ale_py" in entry:
+            return EnvSpec(name, "atari")
+        if name.startswith("MinAtar/"):
+            return EnvSpec(name, "minatar")
+        return EnvSpec(name, "gym")
+    games = _atari_games()
+    if name.lower() in games:
+        return EnvSpec(games[name.lower()], "atari")
+    if name.startswith("MinAtar/"):
+        raise UnknownEnvError(
+            f'unknown environment {name!r}: MinAtar needs the optional extra: pip install -e ".[minatar]"'
+        )
+    known = list(gym.registry) + [v.split("NoFrameskip")[0] for v in games.values()]
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    close += [k for k in difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=5, cutoff=0.5)]
+    names = list(dict.fromkeys(known[[k.lower() for k in known].index(c)] if c not in known else c for c in close))[:5]
+    hint = f"; closest: {', '.join(names)}" if names else ""
+    raise UnknownEnvError(f"unknown environment {name!r}{hint}")
+
+
+class ChannelFirstFloat(gym.ObservationWrapper):
+    """HWC boolean/integer boards (MinAtar) as CHW float32 arrays in [0, 1]."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        h, w, c = env.observation_space.shape
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(c, h, w), dtype=np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.transpose(observation, (2, 0, 1)), dtype=np.float32)
+
+
+def _atari_env_kwargs(env_id: str) -> dict[str, Any]:
+    # Only NoFrameskip ids leave frame skipping to AtariWrapper; others (ALE/*-v5, Pong-v4) skip
+    # frames themselves, which must be turned off so the wrapper's skip is the only one.
+    return {} if "NoFrameskip" in env_id else {"frameskip": 1}
+
+
+def make_vec_env(
+    spec: EnvSpec | str,
+    n_envs: int = 1,
+    seed: int | None = None,
+    monitor_dir: str | None = None,
+    vec_env_cls: str = "dummy",
+    frame_stack: int = 4,
+    wrapper_kwargs: dict[str, Any] | None = None,
+    eval_env: bool = False,
+) -> VecEnv:
+    """Vectorised envs with SB3 ``Monitor`` files and the family's wrappers.
+
+    ``eval_env=True`` keeps Atari's full episodes and raw rewards visible to the Monitor
+    (SB3's ``AtariWrapper`` with ``terminal_on_life_loss=False`` and no reward clipping), as
+    rl-zoo3 evaluates.
+    """
+    if isinstance(spec, str):
+        spec = resolve_env(spec)
+    cls = SubprocVecEnv if vec_env_cls == "subproc" else DummyVecEnv
+    if monitor_dir is not None:
+        os.makedirs(monitor_dir, exist_ok=True)
+    if spec.family == "atari":
+        kwargs = dict(wrapper_kwargs or {})
+        if eval_env:
+            kwargs.update(terminal_on_life_loss=False, clip_reward=False)
+        venv = sb3_make_vec_env(
+            spec.env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, wrapper_class=AtariWrapper,
+            wrapper_kwargs=kwargs, env_kwargs=_atari_env_kwargs(spec.env_id), vec_env_cls=cls,
+        )  # fmt: skip
+        return VecFrameStack(venv, n_stack=frame_stack) if frame_stack > 1 else venv
+    wrapper = ChannelFirstFloat if spec.family == "minatar" else None
+    return sb3_make_vec_env(
+        spec.env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, wrapper_class=wrapper, vec_env_cls=cls
+    )
