@@ -1,0 +1,234 @@
+"""Width-vs-return sweep: evaluate one trained agent at every width of a grid.
+
+    python -m usrl.sweep logs/dqn/CartPole-v1_1 --widths 0.25:1.0:0.05 --episodes 20
+    python -m usrl.sweep agent.zip --env CartPole-v1 --widths 0.25 0.5 1.0 --compare other/sweep.json
+
+Writes sweep.csv, sweep.json and sweep.png (return +- std against width, and against MMACs)
+to --out (default: <run>/sweep), and prints a table. Every width starts from the same seeded
+episodes, so differences between widths come from the network alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from usrl.train import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def parse_widths(items: list[str]) -> list[float]:
+    """``["0.25:1.0:0.05"]`` (start:stop:step, stop included) or ``["0.25", "0.5", ...]``."""
+    if len(items) == 1 and ":" in items[0]:
+        parts = items[0].split(":")
+        try:
+            start, stop, step = (float(p) for p in parts)
+        except ValueError:
+            raise UsageError(f"--widths: malformed grid {items[0]!r}; expected START:STOP:STEP") from None
+        if len(parts) != 3 or step <= 0 or stop < start or not all(map(math.isfinite, (start, stop, step))):
+            raise UsageError(f"--widths: malformed grid {items[0]!r}; expected START:STOP:STEP with STEP > 0")
+        n = int(math.floor((stop - start) / step + 1e-9)) + 1
+        widths = [round(start + i * step, 10) for i in range(n)]
+        return widths if math.isclose(widths[-1], stop) else [*widths, stop]
+    try:
+        return sorted({float(x) for x in items})
+    except ValueError:
+        raise UsageError(f"--widths: not a number in {items!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m usrl.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a run folder (logs/dqn/CartPole-v1_1) or a saved model zip")
+    p.add_argument(
+        "--widths", nargs="+", default=["0.25:1.0:0.05"], help="START:STOP:STEP or a list (default 0.25:1.0:0.05)"
+    )
+    p.add_argument("--episodes", type=int, default=20, help="episodes per width")
+    p.add_argument("--env", help="env (default: the run's; required for a bare zip)")
+    p.add_argument("--algo", default=None, help="algorithm of a bare zip (default dqn)")
+    p.add_argument(
+        "--which", choices=["best", "final"], default="best", help="for a run folder: best_model.zip or the final model"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-envs", type=int, default=4, help="parallel evaluation envs")
+    p.add_argument("--out", help="output folder (default: <run>/sweep or <zip stem>_sweep)")
+    p.add_argument("--compare", nargs="+", default=[], metavar="SWEEP_JSON", help="other sweeps to overlay on the plot")
+    p.add_argument("--label", help="legend label of this sweep")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+def _locate(args: argparse.Namespace) -> tuple[Path, str, str, Path]:
+    """(model zip, algo, env name, default out dir)."""
+    import yaml
+
+    path = Path(args.model)
+    if path.is_dir():
+        cfg_path = path / "config.yml"
+        if not cfg_path.is_file():
+            raise UsageError(f"{path} is not a run folder (no config.yml)")
+        cfg = yaml.safe_load(cfg_path.read_text())
+        final = path / f"{cfg['env_id'].replace('/', '-')}.zip"
+        best = path / "best_model.zip"
+        zip_path = best if args.which == "best" and best.is_file() else final
+        if not zip_path.is_file():
+            raise UsageError(f"{path} has no saved model yet ({zip_path.name})")
+        return zip_path, args.algo or cfg["algo"], args.env or cfg["env"], path / "sweep"
+    if not path.is_file():
+        raise UsageError(f"no such run folder or model zip: {path}")
+    if not args.env:
+        raise UsageError("--env is required for a bare model zip")
+    return path, args.algo or "dqn", args.env, path.parent / f"{path.stem}_sweep"
+
+
+def _load_compare(paths: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for p in paths:
+        try:
+            data = json.loads(Path(p).read_text())
+            if not isinstance(data.get("rows"), list):
+                raise ValueError("no rows")
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--compare: cannot read sweep {p}: {exc}") from None
+        out.append(data)
+    return out
+
+
+def sweep(model: Any, env: Any, widths: list[float], episodes: int, seed: int) -> list[dict[str, Any]]:
+    """Evaluate ``model`` at each width; each width replays the same seeded episodes."""
+    from tqdm import tqdm
+
+    from usrl.evaluation import evaluate_at_width
+    from usrl.nn import bn_layers, calibrate_bn
+
+    rows = []
+    needs_bn = bool(bn_layers(model.policy))
+    for w in tqdm(widths, desc="widths", unit="width", leave=False, file=sys.stderr):
+        if needs_bn:
+            calibrate_bn(model.policy, _observation_batches(model, env, seed), w, forward=_policy_forward)
+        env.seed(seed)
+        rows.append(evaluate_at_width(model, env, w, episodes).as_dict())
+    return rows
+
+
+def _policy_forward(policy: Any, obs: Any) -> Any:
+    return policy.predict(obs, deterministic=True)
+
+
+def _observation_batches(model: Any, env: Any, seed: int, n: int = 20) -> list[np.ndarray]:
+    env.seed(seed)
+    obs = env.reset()
+    batches = []
+    for _ in range(n):
+        batches.append(obs)
+        action, _ = model.predict(obs, deterministic=True)
+        obs, *_ = env.step(action)
+    return batches
+
+
+def plot(rows_by_label: dict[str, list[dict[str, Any]]], title: str, path: Path) -> list[str]:
+    """Return +- std against width (left) and against MMACs (right), one line per sweep.
+    Returns the legend labels drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_w, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, rows in rows_by_label.items():
+        w = np.array([r["width"] for r in rows])
+        m = np.array([r["mean_return"] for r in rows])
+        s = np.array([r["std_return"] for r in rows])
+        macs = np.array([r["macs"] for r in rows]) / 1e6
+        for ax, x in ((ax_w, w), (ax_m, macs)):
+            (line,) = ax.plot(x, m, marker="o", ms=3, label=label)
+            ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
+    ax_w.set_xlabel("width")
+    ax_m.set_xlabel("MMACs per observation")
+    for ax in (ax_w, ax_m):
+        ax.set_ylabel("mean episode return (± std)")
+        ax.grid(alpha=0.3)
+    ax_w.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    from usrl.utils import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    labels = [t.get_text() for t in ax_w.get_legend().get_texts()]
+    plt.close(fig)
+    return labels
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m usrl.sweep``; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+        if args.episodes < 1 or args.n_envs < 1:
+            raise UsageError("--episodes and --n-envs must be >= 1")
+        widths = parse_widths(args.widths)
+        zip_path, algo, env_name, default_out = _locate(args)
+        compare = _load_compare(args.compare)
+        from usrl.envs import UnknownEnvError, make_vec_env, resolve_env
+        from usrl.train import algorithms
+
+        algos = algorithms()
+        if algo not in algos:
+            raise UsageError(f"unknown algorithm {algo!r}; choose from {', '.join(algos)}")
+        try:
+            spec = resolve_env(env_name)
+        except UnknownEnvError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            model = algos[algo].load(zip_path, device=args.device)
+        except Exception as exc:
+            raise UsageError(f"cannot load {zip_path}: {type(exc).__name__}: {exc}") from None
+        low, high = model.policy.width_range
+        bad = [w for w in widths if not low <= w <= high]
+        if bad:
+            raise UsageError(f"--widths: {bad[0]:g} is outside the model's width range [{low:g}, {high:g}]")
+        env = make_vec_env(spec, n_envs=args.n_envs, seed=args.seed)
+        if env.observation_space.shape != model.observation_space.shape:
+            raise UsageError(
+                f"{env_name} observations {env.observation_space.shape} do not fit the model's {model.observation_space.shape}"
+            )
+    except UsageError as exc:
+        print(f"usrl.sweep: error: {exc}", file=sys.stderr)
+        return 2
+
+    rows = sweep(model, env, widths, args.episodes, args.seed)
+    env.close()
+    out = Path(args.out) if args.out else default_out
+    out.mkdir(parents=True, exist_ok=True)
+    label = args.label or (zip_path.parent.name if zip_path.name == "best_model.zip" else zip_path.stem)
+    meta = {"label": label, "model": str(zip_path), "algo": algo, "env": spec.env_id, "episodes": args.episodes,
+            "seed": args.seed, "n_envs": args.n_envs, "command": "python -m usrl.sweep " + " ".join(argv)}  # fmt: skip
+    from usrl.callbacks import EVAL_COLUMNS
+    from usrl.utils import atomic_write_text
+
+    cols = [c for c in EVAL_COLUMNS if c != "timesteps"]
+    csv_text = ",".join(cols) + "\n" + "".join(",".join(str(r[c]) for c in cols) + "\n" for r in rows)
+    atomic_write_text(out / "sweep.csv", csv_text)
+    atomic_write_text(out / "sweep.json", json.dumps({**meta, "rows": rows}, indent=1))
+    curves = {label: rows, **{c.get("label", f"compare {i}"): c["rows"] for i, c in enumerate(compare)}}
+    labels = plot(curves, f"{algo.upper()} on {spec.env_id}: return across widths", out / "sweep.png")
+
+    print(f"{'width':>6} {'MMACs':>8} {'params':>8} {'mean':>9} {'std':>8} {'min':>8} {'max':>8} {'ep len':>8}")
+    for r in rows:
+        print(f"{r['width']:6.3f} {r['macs'] / 1e6:8.3f} {r['params']:8d} {r['mean_return']:9.2f} {r['std_return']:8.2f} "
+              f"{r['min_return']:8.1f} {r['max_return']:8.1f} {r['mean_length']:8.1f}")  # fmt: skip
+    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.json'}, {out / 'sweep.png'} (curves: {', '.join(labels)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
