@@ -57,7 +57,7 @@ def build(kind: str, warmup: int, seed: int) -> DQN:
         seed=seed,
         device="cpu",
         n_widths=4,
-        distill="huber",
+        distill="mse",
         **ZOO_ATARI,
     )
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Protocol: zoo Atari DQN settings ({', '.join(f'{k}={v}' for k, v in ZOO_ATARI.items() if k != 'replay_buffer_kwargs')}); "
         f"{args.warmup} warm-up steps fill the buffer, then {args.steps} timed training steps; "
         f"{args.runs} runs per agent, alternating; seeds {args.seed}..{args.seed + args.runs - 1}.  ",
-        "US-DQN: n_widths=4 (sandwich), distill='huber', width range 0.25-1.0.",
+        "US-DQN: n_widths=4 (sandwich), distill='mse' (the Atari preset's), width range 0.25-1.0.",
         "",
         "| agent | env-steps/s per run | median |",
         "|---|---|---:|",

@@ -141,7 +141,7 @@ class Job:
     progress: bool
     verbose: int
     run_dir: Path
-    tensorboard_log: str
+    tensorboard_log: str | None  # None: the run folder
     command: str
     trained_agent: str | None = None
     resume: dict[str, Any] | None = None
@@ -241,7 +241,7 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
         algo=args.algo, env_name=args.env, env_id=spec.env_id, family=spec.family, seed=args.seed,
         hyperparams=hp, model_kwargs=model_kwargs, eval_widths=sorted(set(args.eval_widths)), eval_freq=args.eval_freq,
         eval_episodes=args.eval_episodes, save_freq=args.save_freq, device=args.device, progress=args.progress,
-        verbose=args.verbose, run_dir=run_dir, tensorboard_log=args.tensorboard_log or str(run_dir), command=command,
+        verbose=args.verbose, run_dir=run_dir, tensorboard_log=args.tensorboard_log, command=command,
         trained_agent=args.trained_agent,
     )  # fmt: skip
 
@@ -317,7 +317,7 @@ def _make_envs(job: Job) -> tuple[Any, Any]:
 
 def _build_model(job: Job, env: Any) -> Any:
     algo_class = algorithms()[job.algo]
-    common = {"device": job.device, "tensorboard_log": job.tensorboard_log, "verbose": job.verbose}
+    common = {"device": job.device, "tensorboard_log": job.tensorboard_log or str(job.run_dir), "verbose": job.verbose}
     if job.resume is not None and "model" in job.resume:
         from usrl.callbacks import set_rng_state
 
@@ -344,11 +344,18 @@ def run(job: Job) -> int:
     from usrl.utils import atomic_write
 
     fresh = job.resume is None
-    if fresh and job.run_dir.exists():
-        raise UsageError(f"run folder {job.run_dir} exists already")
+    if fresh:
+        from usrl.utils import next_run_dir
+
+        job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        while True:  # runs started at the same moment each take their own number
+            try:
+                job.run_dir.mkdir()
+                break
+            except FileExistsError:
+                job.run_dir = next_run_dir(job.run_dir.parent.parent, job.algo, job.run_dir.name.rsplit("_", 1)[0])
     created = fresh
     try:
-        job.run_dir.mkdir(parents=True, exist_ok=not fresh)
         env, eval_env = _make_envs(job)
         model = _build_model(job, env)
         if fresh:

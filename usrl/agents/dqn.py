@@ -34,6 +34,9 @@ class USDQN(DQN):
     :param distill_temperature: ``T`` for ``"kl"``.
     :param rollout_width: width used to act while collecting experience (default: the top of
         the policy's ``width_range``).
+    :param width_sampling: ``"sandwich"`` (above), or ``"random"``: all ``n_widths`` widths of
+        a step drawn uniformly from the range, each on its own TD loss (there is no full-width
+        teacher) — the "no sandwich rule" ablation of the US-Nets paper.
 
     The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``).
     Each step computes the TD targets once with the full-width target network, runs the widths
@@ -81,8 +84,12 @@ class USDQN(DQN):
         distill_weight: float = 1.0,
         distill_temperature: float = 1.0,
         rollout_width: float | None = None,
+        width_sampling: str = "sandwich",
         _init_setup_model: bool = True,
     ) -> None:
+        if width_sampling not in ("sandwich", "random"):
+            raise ValueError(f"width_sampling must be 'sandwich' or 'random', got {width_sampling!r}")
+        self.width_sampling = width_sampling
         if isinstance(n_widths, bool) or not isinstance(n_widths, int) or n_widths < 1:
             raise ValueError(f"n_widths must be an integer >= 1, got {n_widths!r}")
         if distill not in DISTILL_MODES:
@@ -189,14 +196,19 @@ class USDQN(DQN):
         control = width_control(self.policy)
         low, high = control.low, control.high
         q_net, q_target = self.q_net, self.q_net_target
-        needs_td = self.distill is None or self.distill_weight < 1.0
+        random_widths = self.width_sampling == "random"
+        needs_td = random_widths or self.distill is None or self.distill_weight < 1.0
 
         logs: dict[str, list[float]] = {"full": [], "low": [], "random": [], "distill": []}
         try:
             for _ in range(gradient_steps):
                 replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
                 discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-                widths = sandwich_widths(self.n_widths, low, high, self.width_generator)
+                if self.width_sampling == "sandwich":
+                    widths = sandwich_widths(self.n_widths, low, high, self.width_generator)
+                else:
+                    u = th.rand(self.n_widths, generator=self.width_generator, dtype=th.float64)
+                    widths = [float(x) for x in u * (high - low) + low]
 
                 with th.no_grad():
                     control.width = high
@@ -215,17 +227,16 @@ class USDQN(DQN):
                         q_all = q_net.q_net(q_net.features_extractor(obs))
                         q = th.gather(q_all, dim=1, index=actions)
                         td = F.smooth_l1_loss(q, target_q_values) if i == 0 or needs_td else None
-                        if i == 0:
+                        if random_widths or self.distill is None:
+                            loss = td
+                        elif i == 0:  # the full width: TD loss, and the teacher of the others
                             loss = td
                             teacher = q_all.detach()
-                            logs["full"].append(loss.item())
-                        elif self.distill is None:
-                            loss = td
                         else:
                             loss, d = self._width_loss(q_all, teacher, td)  # type: ignore[arg-type]
                             logs["distill"].append(d.item())  # type: ignore[union-attr]
-                        if i > 0:
-                            logs["low" if i == 1 else "random"].append(loss.item())  # type: ignore[union-attr]
+                        key = "random" if random_widths or i > 1 else ("full" if i == 0 else "low")
+                        logs[key].append(loss.item())  # type: ignore[union-attr]
                         total = loss if total is None else total + loss
 
                 if not th.isfinite(total):  # type: ignore[arg-type]
@@ -241,7 +252,7 @@ class USDQN(DQN):
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(np.mean(logs["full"])))
+        self.logger.record("train/loss", float(np.mean(logs["full"] or logs["random"])))
         if logs["low"]:
             self.logger.record(f"train/loss_w{low:.2f}", float(np.mean(logs["low"])))
         if logs["random"]:

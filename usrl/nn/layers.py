@@ -64,6 +64,17 @@ class _SlicedWeights:
 class _SlimmableLayer(SlimmableMixin, nn.Module):
     """Common parts of USLinear and USConv2d: the per-width shape and the sliced-weight cache."""
 
+    def _init_slimming(
+        self, full_in: int, full_out: int, slim_in: bool, slim_out: bool, divisor: int, ratio: int | tuple[int, int]
+    ) -> None:
+        """Store and check which sides slim and how their channel counts round."""
+        if divisor < 1:
+            raise ValueError(f"divisor must be >= 1, got {divisor}")
+        self.slim_in, self.slim_out, self.divisor = bool(slim_in), bool(slim_out), int(divisor)
+        self.ratio = _ratios(ratio)
+        if full_in % self.ratio[0] or full_out % self.ratio[1]:
+            raise ValueError(f"sizes ({full_in}, {full_out}) must be multiples of ratio {self.ratio}")
+
     def _init_layer(self) -> None:
         self._init_width()
         self._shape_cache: tuple[float, tuple[int, ...]] | None = None
@@ -134,10 +145,7 @@ class USLinear(_SlimmableLayer):
         super().__init__()
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.slim_in, self.slim_out, self.divisor = bool(slim_in), bool(slim_out), int(divisor)
-        self.ratio = _ratios(ratio)
-        if self.in_features % self.ratio[0] or self.out_features % self.ratio[1]:
-            raise ValueError(f"features ({in_features}, {out_features}) must be multiples of ratio {self.ratio}")
+        self._init_slimming(self.in_features, self.out_features, slim_in, slim_out, divisor, ratio)
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features, **factory))
         self.bias = nn.Parameter(torch.empty(self.out_features, **factory)) if bias else None
@@ -223,10 +231,7 @@ class USConv2d(_SlimmableLayer):
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)
         self.groups = int(groups)
-        self.slim_in, self.slim_out, self.divisor = bool(slim_in), bool(slim_out), int(divisor)
-        self.ratio = _ratios(ratio)
-        if self.in_channels % self.ratio[0] or self.out_channels % self.ratio[1]:
-            raise ValueError(f"channels ({in_channels}, {out_channels}) must be multiples of ratio {self.ratio}")
+        self._init_slimming(self.in_channels, self.out_channels, slim_in, slim_out, divisor, ratio)
         self.in_per_group = self.in_channels // self.groups
         self.out_per_group = self.out_channels // self.groups
         factory = {"device": device, "dtype": dtype}

@@ -1,0 +1,257 @@
+"""One US-DQN against individually trained DQNs at each width, and the ablations.
+
+For a task, trains over several seeds:
+  * us              US-DQN: sandwich rule (n=4) + inplace distillation (the preset's loss)
+  * us_no_distill   US-DQN, every width on its own TD loss (no inplace distillation)
+  * us_no_sandwich  one uniformly random width per step on its TD loss (no sandwich rule)
+  * individual_<w>  a plain DQN of width w (n_widths=1), for w in 0.25, 0.5, 0.75, 1.0
+with the task's preset hyperparameters and the same env steps each, evaluates every final
+model across widths on the same seeded episodes, and writes benchmarks/results/<task>.md and
+<task>.png. Finished (method, seed) cells are kept under benchmarks/results/cells/<task>/ and
+skipped on rerun; --jobs spreads cells over processes.
+
+    python benchmarks/width_vs_return.py --task cartpole --seeds 0 1 2 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+WIDTHS = [0.25, 0.5, 0.75, 1.0]
+
+# CPU-scale tasks run here; "pong" is the GPU-scale protocol, documented and not run here.
+TASKS: dict[str, dict[str, Any]] = {
+    "cartpole": {"env": "CartPole-v1", "steps": 50_000, "episodes": 20, "grid": 0.125},
+    "acrobot": {"env": "Acrobot-v1", "steps": 100_000, "episodes": 20, "grid": 0.125},
+    "minatar-breakout": {"env": "MinAtar/Breakout-v1", "steps": 1_000_000, "episodes": 20, "grid": 0.125},
+    "pong": {"env": "Pong", "steps": 2_000_000, "episodes": 10, "grid": 0.25},
+    "tiny": {
+        "env": "CartPole-v1",
+        "steps": 400,
+        "episodes": 2,
+        "grid": 0.25,
+        "overrides": {"learning_starts": 100, "train_freq": 50, "gradient_steps": 5, "buffer_size": 1000},
+    },
+}
+METHODS = ["us", "us_no_distill", "us_no_sandwich", *(f"individual_{w}" for w in WIDTHS)]
+
+
+def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[str, Any], list[float]]:
+    """Model kwargs for a method (from the preset's) and the widths its model is evaluated at."""
+    from usrl.hyperparams import to_model_kwargs
+
+    kwargs = to_model_kwargs(hp)
+    pk = dict(kwargs.get("policy_kwargs") or {})
+    low, high = pk.get("width_range", (0.25, 1.0))
+    if method.startswith("individual_"):
+        w = float(method.split("_")[1])
+        kwargs.update(n_widths=1, distill=None)
+        if "net_arch" in pk:  # an MLP: a plain net with w times the units, built at that size
+            pk["net_arch"] = [max(1, round(u * w)) for u in pk["net_arch"]]
+            pk["width_range"] = (1.0, 1.0)
+        else:  # a CNN: the width-w sub-network of the slimmable net, trained alone
+            pk["width_range"] = (w, w)
+        kwargs["policy_kwargs"] = pk
+        return kwargs, [w]
+    if method == "us_no_distill":
+        kwargs.update(distill=None)
+    elif method == "us_no_sandwich":
+        kwargs.update(n_widths=1, distill=None, width_sampling="random")
+    kwargs["policy_kwargs"] = pk
+    return kwargs, [float(x) for x in np.round(np.arange(low, high + 1e-9, grid), 6)]
+
+
+def run_cell(task: str, method: str, seed: int, out_dir: str) -> dict[str, Any]:
+    """Train and sweep one (method, seed) cell; writes and returns its JSON."""
+    import torch
+
+    torch.set_num_threads(1)
+    from usrl.envs import make_vec_env, resolve_env
+    from usrl.hyperparams import select_preset, shipped_presets
+    from usrl.sweep import sweep
+    from usrl.train import algorithms
+    from usrl.utils import atomic_write_text
+
+    cfg = TASKS[task]
+    spec = resolve_env(cfg["env"])
+    hp = select_preset(shipped_presets("dqn"), spec.env_id, spec.family, "dqn.yml")
+    hp.update(cfg.get("overrides", {}))
+    kwargs, widths = method_kwargs(method, hp, cfg["grid"])
+    frame_stack = int(hp.get("frame_stack", 4))
+    env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed, frame_stack=frame_stack)
+    model = algorithms()["dqn"](hp.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **kwargs)
+    t0 = time.perf_counter()
+    model.learn(cfg["steps"])
+    train_time = time.perf_counter() - t0
+    eval_env = make_vec_env(spec, n_envs=4, seed=10_000 + seed, frame_stack=frame_stack)
+    if method.startswith("individual_"):
+        rows = sweep(model, eval_env, [model.policy.width_range[1]], cfg["episodes"], 10_000 + seed)
+        rows[0]["width"] = widths[0]
+    else:
+        rows = sweep(model, eval_env, widths, cfg["episodes"], 10_000 + seed)
+    result = {
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "steps": cfg["steps"],
+        "train_time_s": train_time,
+        "rows": rows,
+    }
+    atomic_write_text(Path(out_dir) / f"{method}_s{seed}.json", json.dumps(result, indent=1))
+    print(
+        f"[{task}] {method} seed {seed}: {train_time:.0f}s, returns "
+        + ", ".join(f"{r['width']:.3g}:{r['mean_return']:.1f}" for r in rows),
+        flush=True,
+    )
+    return result
+
+
+def auc(rows: list[dict[str, Any]]) -> float:
+    """Mean return over the width range (trapezoid area under the width-return curve / range)."""
+    w = np.array([r["width"] for r in rows])
+    m = np.array([r["mean_return"] for r in rows])
+    if len(w) == 1:
+        return float(m[0])
+    return float(np.sum((m[1:] + m[:-1]) / 2 * np.diff(w)) / (w[-1] - w[0]))
+
+
+def at(rows: list[dict[str, Any]], w: float) -> float | None:
+    """The mean return at width ``w`` (None if not evaluated)."""
+    return next((r["mean_return"] for r in rows if abs(r["width"] - w) < 1e-6), None)
+
+
+def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int], out: Path) -> str:
+    """Write <task>.md and <task>.png from the cells; returns the markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for c in cells:
+        by_method.setdefault(c["method"], []).append(c)
+    fmt = lambda xs: f"{np.mean(xs):.1f} ± {np.std(xs):.1f}" if xs else "–"  # noqa: E731
+    lines = [
+        f"# Width vs return: {task} ({TASKS[task]['env']})",
+        "",
+        f"Command: `{command}`  ",
+        f"Seeds: {', '.join(map(str, seeds))}; {TASKS[task]['steps']} env steps per model; each final model evaluated on "
+        f"{TASKS[task]['episodes']} seeded episodes per width (the same episodes for every width and method). "
+        "Numbers: mean over seeds ± std over seeds of each model's mean return.",
+        "",
+        "| method | " + " | ".join(f"w={w}" for w in WIDTHS) + " | area (mean return over widths) | train time (s) |",
+        "|---|" + "---:|" * (len(WIDTHS) + 2),
+    ]
+    individual = {w: [at(c["rows"], w) for c in by_method.get(f"individual_{w}", [])] for w in WIDTHS}
+    for method in ["us", "us_no_distill", "us_no_sandwich"]:
+        cs = by_method.get(method, [])
+        vals = [fmt([v for c in cs if (v := at(c["rows"], w)) is not None]) for w in WIDTHS]
+        lines.append(
+            f"| {method} | "
+            + " | ".join(vals)
+            + f" | {fmt([auc(c['rows']) for c in cs])} | {fmt([c['train_time_s'] for c in cs])} |"
+        )
+    ind_auc = (
+        [
+            auc([{"width": w, "mean_return": individual[w][i]} for w in WIDTHS])
+            for i in range(min(len(v) for v in individual.values()))
+        ]
+        if all(individual.values())
+        else []
+    )
+    ind_times = [c["train_time_s"] for m, cs in by_method.items() if m.startswith("individual_") for c in cs]
+    lines.append(
+        "| individual (one net per width) | "
+        + " | ".join(fmt([v for v in individual[w] if v is not None]) for w in WIDTHS)
+        + f" | {fmt(ind_auc)} | {fmt(ind_times)} per net |"
+    )
+    lines.append("")
+    # targets
+    us = by_method.get("us", [])
+    checks = []
+    for w in WIDTHS:
+        u = [v for c in us if (v := at(c["rows"], w)) is not None]
+        ind = [v for v in individual[w] if v is not None]
+        if u and ind:
+            ratio = np.mean(u) / np.mean(ind) if np.mean(ind) else float("inf")
+            checks.append(f"w={w}: US / individual = {ratio:.2f} ({'meets' if ratio >= 0.95 else 'misses'} >= 0.95)")
+    us_auc = np.mean([auc(c["rows"]) for c in us]) if us else None
+    for abl in ("us_no_distill", "us_no_sandwich"):
+        a = by_method.get(abl, [])
+        if us_auc is not None and a:
+            a_auc = np.mean([auc(c["rows"]) for c in a])
+            checks.append(f"area: US {us_auc:.1f} vs {abl} {a_auc:.1f} ({'meets' if us_auc >= a_auc else 'misses'})")
+    lines += [
+        "Targets (US >= 95% of the individual net at each width; US area >= each ablation's):",
+        "",
+        *[f"- {c}" for c in checks],
+        "",
+    ]
+    text = "\n".join(lines)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in ["us", "us_no_distill", "us_no_sandwich"]:
+        cs = by_method.get(method, [])
+        if not cs:
+            continue
+        ws = [r["width"] for r in cs[0]["rows"]]
+        m = np.array([[at(c["rows"], w) for w in ws] for c in cs], dtype=float)
+        (line,) = ax.plot(ws, m.mean(0), marker="o", ms=3, label=method)
+        ax.fill_between(ws, m.mean(0) - m.std(0), m.mean(0) + m.std(0), color=line.get_color(), alpha=0.15)
+    iw = [w for w in WIDTHS if individual[w]]
+    if iw:
+        ax.errorbar(
+            iw,
+            [np.mean(individual[w]) for w in iw],
+            yerr=[np.std(individual[w]) for w in iw],
+            fmt="ks",
+            capsize=4,
+            label="individual nets",
+        )
+    ax.set_xlabel("width")
+    ax.set_ylabel("mean episode return")
+    ax.set_title(f"{TASKS[task]['env']}: one US-DQN vs individually trained DQNs ({len(seeds)} seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"{task}.png", dpi=120)
+    plt.close(fig)
+    (out / f"{task}.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel (processes)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    command = "python benchmarks/width_vs_return.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cell_dir = args.out / "cells" / args.task
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    todo = [(m, s) for s in args.seeds for m in args.methods if not (cell_dir / f"{m}_s{s}.json").exists()]
+    print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
+    if args.jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(args.jobs) as ex:
+            list(ex.map(run_cell, *zip(*[(args.task, m, s, str(cell_dir)) for m, s in todo], strict=True)))
+    else:
+        for m, s in todo:
+            run_cell(args.task, m, s, str(cell_dir))
+    cells = [json.loads((cell_dir / f"{m}_s{s}.json").read_text()) for s in args.seeds for m in args.methods]
+    print(report(args.task, cells, command, args.seeds, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""benchmarks/width_vs_return.py: the tiny preset runs end to end and skips finished cells."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("width_vs_return", ROOT / "benchmarks" / "width_vs_return.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_tiny_preset_end_to_end_and_resume(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    wvr = _load()
+    methods = ["us", "us_no_sandwich", "individual_0.25", "individual_1.0"]
+    assert wvr.main(["--task", "tiny", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]) == 0
+    cells = tmp_path / "cells" / "tiny"
+    files = sorted(p.name for p in cells.glob("*.json"))
+    assert files == sorted(f"{m}_s0.json" for m in methods)
+    us = json.loads((cells / "us_s0.json").read_text())
+    assert [r["width"] for r in us["rows"]] == [0.25, 0.5, 0.75, 1.0]
+    ind = json.loads((cells / "individual_0.25_s0.json").read_text())
+    assert [r["width"] for r in ind["rows"]] == [0.25]
+    # the individual net of width 0.25 is a plain 64-64 MLP: same MACs as the US net at 0.25
+    assert ind["rows"][0]["macs"] == us["rows"][0]["macs"]
+    md = (tmp_path / "tiny.md").read_text()
+    assert "| us |" in md and "individual" in md and "Command:" in md
+    assert (tmp_path / "tiny.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    mtime = (cells / "us_s0.json").stat().st_mtime
+    assert wvr.main(["--task", "tiny", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]) == 0
+    assert "0 cells to train, 4 done already" in capsys.readouterr().out
+    assert (cells / "us_s0.json").stat().st_mtime == mtime
