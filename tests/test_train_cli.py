@@ -224,6 +224,7 @@ def _bad(tmp_path: Path, *args: str, capsys: pytest.CaptureFixture | None = None
         (["--env", "CartPole-v1", "--n-timesteps", "many"], "invalid int value"),
         (["--env", "CartPole-v1", "-i", "missing.zip"], "no such file"),
         (["--resume", "/nonexistent/run"], "not a run folder"),
+        pytest.param(["--env", "CartPole-v1", "--device", "cuda"], "no CUDA device", marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="has CUDA")),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(
@@ -298,3 +299,21 @@ def test_help_documents_the_flags() -> None:
         "--progress",
     ):
         assert flag in res.stdout, flag
+
+
+def test_minatar_with_the_small_slimmable_cnn(tmp_path: Path) -> None:
+    pytest.importorskip("minatar")
+    res = train(
+        "--env", "MinAtar/Breakout-v1", "-n", "400", "--eval-freq", "0", "--eval-episodes", "1", "--save-freq", "0",
+        "--eval-widths", "0.25", "1.0", "-params", "learning_starts:200", "buffer_size:1000", "--verbose", "0", cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "logs" / "dqn" / "MinAtar-Breakout-v1_1"
+    rows = (run / "evaluations.csv").read_text().splitlines()[1:]
+    # conv 3x3 (4 -> c) on 10x10 -> 8x8, fc 64c -> f, head f -> 3 actions
+    c, f = 4, 32
+    assert int(rows[0].split(",")[2]) == 64 * c * 4 * 9 + 64 * c * f + f * 3
+    from usrl import USDQN
+    from usrl.agents import USMinAtarCNN
+
+    assert isinstance(USDQN.load(run / "MinAtar-Breakout-v1.zip").q_net.features_extractor, USMinAtarCNN)

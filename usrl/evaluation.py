@@ -33,7 +33,9 @@ class WidthResult:
 
 def policy_cost(model: BaseAlgorithm, w: float) -> dict[str, int]:
     """MACs and parameters per observation of the acting network at width ``w``."""
-    net = getattr(model.policy, "q_net", None) or model.policy
+    net = getattr(model.policy, "q_net", None)
+    if net is None:
+        net = model.policy
     obs_shape = model.observation_space.shape
     return profile(net, tuple(obs_shape), w)
 

@@ -211,6 +211,11 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
     from usrl.envs import UnknownEnvError, resolve_env
 
     command = "python -m usrl.train " + shlex.join(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
     if args.resume:
         return _prepare_resume(args, command)
     if not args.env:
