@@ -72,9 +72,6 @@ def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[st
 
 def run_cell(task: str, method: str, seed: int, out_dir: str) -> dict[str, Any]:
     """Train and sweep one (method, seed) cell; writes and returns its JSON."""
-    import torch
-
-    torch.set_num_threads(1)
     from usrl.envs import make_vec_env, resolve_env
     from usrl.hyperparams import select_preset, shipped_presets
     from usrl.sweep import sweep
@@ -113,6 +110,13 @@ def run_cell(task: str, method: str, seed: int, out_dir: str) -> dict[str, Any]:
         flush=True,
     )
     return result
+
+
+def _one_thread() -> None:
+    """Parallel workers each use one torch thread: several multi-threaded ones would oversubscribe the cores."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def auc(rows: list[dict[str, Any]]) -> float:
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [(m, s) for s in args.seeds for m in args.methods if not (cell_dir / f"{m}_s{s}.json").exists()]
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
     if args.jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(args.jobs) as ex:
+        with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as ex:
             list(ex.map(run_cell, *zip(*[(args.task, m, s, str(cell_dir)) for m, s in todo], strict=True)))
     else:
         for m, s in todo:

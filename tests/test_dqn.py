@@ -165,6 +165,7 @@ def test_save_load_round_trip_in_a_fresh_process(tmp_path: Path) -> None:
     code = textwrap.dedent(
         f"""
         import json, torch
+        torch.set_num_threads({torch.get_num_threads()})  # the same kernels as the parent: bit-identical Q
         from usrl import USDQN
         m = USDQN.load({str(path)!r})
         out = {{"settings": [m.n_widths, m.distill, m.distill_weight, m.distill_temperature, list(m.policy.width_range)]}}

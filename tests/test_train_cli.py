@@ -224,7 +224,11 @@ def _bad(tmp_path: Path, *args: str, capsys: pytest.CaptureFixture | None = None
         (["--env", "CartPole-v1", "--n-timesteps", "many"], "invalid int value"),
         (["--env", "CartPole-v1", "-i", "missing.zip"], "no such file"),
         (["--resume", "/nonexistent/run"], "not a run folder"),
-        pytest.param(["--env", "CartPole-v1", "--device", "cuda"], "no CUDA device", marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="has CUDA")),
+        pytest.param(
+            ["--env", "CartPole-v1", "--device", "cuda"],
+            "no CUDA device",
+            marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="has CUDA"),
+        ),
     ],
 )
 def test_bad_input_one_line_exit_2_nothing_written(

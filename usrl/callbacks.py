@@ -71,7 +71,7 @@ class WidthEvalCallback(BaseCallback):
         self.last_eval = max((r["timesteps"] for r in self.rows), default=-1)
 
     def _init_callback(self) -> None:
-        self._bucket = self.num_timesteps // self.eval_freq if self.eval_freq > 0 else 0
+        self._bucket = self.model.num_timesteps // self.eval_freq if self.eval_freq > 0 else 0
 
     def _on_step(self) -> bool:
         # by env steps, not calls, so a resumed run evaluates at the same timesteps
@@ -137,7 +137,7 @@ class ResumableCheckpoint(BaseCallback):
         self.dir = run_dir / "checkpoints"
 
     def _init_callback(self) -> None:
-        self._bucket = self.num_timesteps // self.save_freq if self.save_freq > 0 else 0
+        self._bucket = self.model.num_timesteps // self.save_freq if self.save_freq > 0 else 0
 
     def _on_step(self) -> bool:
         if self.save_freq > 0 and self.num_timesteps // self.save_freq > self._bucket:
