@@ -42,7 +42,32 @@ def write_evaluations(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-class WidthEvalCallback(BaseCallback):
+class PeriodicCallback(BaseCallback):
+    """Calls :meth:`act` each time the env-step count crosses a multiple of ``freq`` (<= 0: never).
+
+    Counting env steps rather than calls keeps a resumed run on the same timesteps, and
+    handles several envs stepping at once.
+    """
+
+    def __init__(self, freq: int, verbose: int = 1) -> None:
+        super().__init__(verbose)
+        self.freq = freq
+        self._bucket = 0
+
+    def _init_callback(self) -> None:
+        self._bucket = self.model.num_timesteps // self.freq if self.freq > 0 else 0
+
+    def _on_step(self) -> bool:
+        if self.freq > 0 and self.num_timesteps // self.freq > self._bucket:
+            self._bucket = self.num_timesteps // self.freq
+            self.act()
+        return True
+
+    def act(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class WidthEvalCallback(PeriodicCallback):
     """Every ``eval_freq`` env steps, evaluate the policy at each of ``widths`` on ``eval_env``.
 
     Appends one row per width to ``<run_dir>/evaluations.csv``, logs ``eval/return_w<w>`` and
@@ -62,23 +87,16 @@ class WidthEvalCallback(BaseCallback):
         rows: list[dict[str, Any]] | None = None,
         verbose: int = 1,
     ) -> None:
-        super().__init__(verbose)
-        self.eval_env, self.widths, self.eval_freq = eval_env, widths, eval_freq
+        super().__init__(eval_freq, verbose)
+        self.eval_env, self.widths = eval_env, widths
         self.n_eval_episodes, self.run_dir, self.full_width = n_eval_episodes, run_dir, full_width
         self.rows = list(rows or [])
         full = [r["mean_return"] for r in self.rows if r["width"] == full_width]
         self.best = max(full) if full else -np.inf
         self.last_eval = max((r["timesteps"] for r in self.rows), default=-1)
 
-    def _init_callback(self) -> None:
-        self._bucket = self.model.num_timesteps // self.eval_freq if self.eval_freq > 0 else 0
-
-    def _on_step(self) -> bool:
-        # by env steps, not calls, so a resumed run evaluates at the same timesteps
-        if self.eval_freq > 0 and self.num_timesteps // self.eval_freq > self._bucket:
-            self._bucket = self.num_timesteps // self.eval_freq
-            self.evaluate()
-        return True
+    def act(self) -> None:
+        self.evaluate()
 
     def _on_training_end(self) -> None:
         if self.last_eval != self.num_timesteps:
@@ -122,28 +140,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class ResumableCheckpoint(BaseCallback):
+class ResumableCheckpoint(PeriodicCallback):
     """Every ``save_freq`` env steps, save what ``--resume`` needs, each file atomically.
 
     ``checkpoints/rl_model_<t>_steps.zip`` (model and optimizer), the replay buffer of the
-    newest checkpoint only (``replay_buffer.pkl``; older ones are deleted, they can be GBs),
+    newest checkpoint only (``replay_buffer_<t>.pkl``; older ones are deleted, they can be GBs),
     ``rng_<t>.pt`` (random states), then ``checkpoints/latest.json`` naming them, written
     last: a kill at any moment leaves the previous complete checkpoint in place.
     """
 
     def __init__(self, save_freq: int, run_dir: Path, verbose: int = 1) -> None:
-        super().__init__(verbose)
-        self.save_freq = save_freq
+        super().__init__(save_freq, verbose)
         self.dir = run_dir / "checkpoints"
 
-    def _init_callback(self) -> None:
-        self._bucket = self.model.num_timesteps // self.save_freq if self.save_freq > 0 else 0
-
-    def _on_step(self) -> bool:
-        if self.save_freq > 0 and self.num_timesteps // self.save_freq > self._bucket:
-            self._bucket = self.num_timesteps // self.save_freq
-            self.save()
-        return True
+    def act(self) -> None:
+        self.save()
 
     def save(self) -> None:
         """Write a complete checkpoint now."""
