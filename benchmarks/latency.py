@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from usrl.nn import USConv2d, USLinear, export_fixed_width, make_slimmable, set_width
+from usrl.utils import atomic_write_text
 
 N_ACTIONS = 6
 
@@ -156,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "below 1.0 (largest for the 512x3136 fc layer at batch 1).",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(args.out)
+    atomic_write_text(args.out, "\n".join(lines))
     print(f"worst eval ratio {worst:.3f}; wrote {args.out}")
     return 0
 

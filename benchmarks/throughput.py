@@ -26,6 +26,7 @@ from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
 from usrl import USDQN
+from usrl.utils import atomic_write_text
 
 gym.register_envs(ale_py)
 
@@ -147,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(args.out)
+    atomic_write_text(args.out, "\n".join(lines))
     print("\n".join(lines))
     return 0
 
