@@ -91,10 +91,9 @@ def resolve_env(name: str) -> EnvSpec:
         raise UnknownEnvError(
             f'unknown environment {name!r}: MinAtar needs the optional extra: pip install -e ".[minatar]"'
         )
-    known = list(gym.registry) + [v.split("NoFrameskip")[0] for v in games.values()]
-    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
-    close += [k for k in difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=5, cutoff=0.5)]
-    names = list(dict.fromkeys(known[[k.lower() for k in known].index(c)] if c not in known else c for c in close))[:5]
+    known = [v.split("NoFrameskip")[0] for v in games.values()] + list(gym.registry)
+    by_lower = {k.lower(): k for k in reversed(known)}  # case-insensitive, first spelling wins
+    names = [by_lower[k] for k in difflib.get_close_matches(name.lower(), list(by_lower), n=5, cutoff=0.5)]
     hint = f"; closest: {', '.join(names)}" if names else ""
     raise UnknownEnvError(f"unknown environment {name!r}{hint}")
 
