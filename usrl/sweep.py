@@ -15,16 +15,11 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
-from usrl.train import UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+from usrl.train import UsageError, UsageParser, final_model_path
 
 
 def parse_widths(items: list[str]) -> list[float]:
@@ -47,7 +42,9 @@ def parse_widths(items: list[str]) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m usrl.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = UsageParser(
+        prog="python -m usrl.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("model", help="a run folder (logs/dqn/CartPole-v1_1) or a saved model zip")
     p.add_argument(
         "--widths", nargs="+", default=["0.25:1.0:0.05"], help="START:STOP:STEP or a list (default 0.25:1.0:0.05)"
@@ -77,7 +74,7 @@ def _locate(args: argparse.Namespace) -> tuple[Path, str, str, Path]:
         if not cfg_path.is_file():
             raise UsageError(f"{path} is not a run folder (no config.yml)")
         cfg = yaml.safe_load(cfg_path.read_text())
-        final = path / f"{cfg['env_id'].replace('/', '-')}.zip"
+        final = final_model_path(path, cfg["env_id"])
         best = path / "best_model.zip"
         zip_path = best if args.which == "best" and best.is_file() else final
         if not zip_path.is_file():

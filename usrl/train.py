@@ -29,6 +29,7 @@ from usrl.hyperparams import (
     check_keys,
     load_yaml,
     parse_params,
+    parse_value,
     select_preset,
     shipped_presets,
     to_model_kwargs,
@@ -41,9 +42,16 @@ class UsageError(Exception):
     """Bad input: reported as one line on stderr with exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise :class:`UsageError` (one line, exit 2) instead of exiting."""
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+
+def final_model_path(run_dir: Path, env_id: str) -> Path:
+    """Where a run folder keeps its final model: ``<run_dir>/<env id>.zip`` (``/`` becomes ``-``)."""
+    return run_dir / f"{env_id.replace('/', '-')}.zip"
 
 
 def algorithms() -> dict[str, type]:
@@ -55,7 +63,9 @@ def algorithms() -> dict[str, type]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m usrl.train``."""
-    p = _Parser(prog="python -m usrl.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = UsageParser(
+        prog="python -m usrl.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--algo", default="dqn", help="algorithm (dqn)")
     p.add_argument(
         "--env",
@@ -153,9 +163,12 @@ class Job:
 
 
 def _check_width_args(widths: list[float], width_range: tuple[float, float]) -> None:
-    low, high = width_range
-    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high <= 1):
-        raise UsageError(f"--width-range must satisfy 0 < LOW <= HIGH <= 1, got {low:g} {high:g}")
+    from usrl.nn import check_width_range
+
+    try:
+        low, high = check_width_range(*width_range)
+    except ValueError as exc:
+        raise UsageError(f"--width-range: {exc}") from None
     for w in widths:
         if not (math.isfinite(w) and low <= w <= high):
             raise UsageError(f"--eval-widths: {w:g} is outside the width range [{low:g}, {high:g}]")
@@ -176,8 +189,6 @@ def _resolve_hyperparams(args: argparse.Namespace, algo_class: type, env_id: str
     hp.update(overrides)
     policy_kwargs = hp.get("policy_kwargs") or {}
     if isinstance(policy_kwargs, str):
-        from usrl.hyperparams import parse_value
-
         policy_kwargs = parse_value(policy_kwargs)
     if not isinstance(policy_kwargs, dict):
         raise HyperparamError(f"policy_kwargs must be a mapping, got {policy_kwargs!r}")
@@ -396,7 +407,7 @@ def run(job: Job) -> int:
             file=sys.stderr,
         )
         return 1
-    final = job.run_dir / f"{job.env_id.replace('/', '-')}.zip"
+    final = final_model_path(job.run_dir, job.env_id)
     atomic_write(final, model.save, suffix=".zip")
     if job.verbose:
         print(f"Saved {final}", flush=True)
