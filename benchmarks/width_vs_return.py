@@ -1,16 +1,18 @@
-"""One US-DQN against individually trained DQNs at each width, and the ablations.
+"""One US agent against individually trained agents at each width, and the ablations.
 
-For a task, trains over several seeds:
-  * us              US-DQN: sandwich rule (n=4) + inplace distillation (the preset's loss)
-  * us_no_distill   US-DQN, every width on its own TD loss (no inplace distillation)
-  * us_no_sandwich  one uniformly random width per step on its TD loss (no sandwich rule)
-  * individual_<w>  a plain DQN of width w (n_widths=1), for w in 0.25, 0.5, 0.75, 1.0
-with the task's preset hyperparameters and the same env steps each, evaluates every final
-model across widths on the same seeded episodes, and writes benchmarks/results/<task>.md and
-<task>.png. Finished (method, seed) cells are kept under benchmarks/results/cells/<task>/ and
-skipped on rerun; --jobs spreads cells over processes.
+For a task and an algorithm (--algo dqn, ppo or a2c), trains over several seeds:
+  * us              the US agent: sandwich rule (n=4) + inplace distillation (the preset's loss)
+  * us_no_distill   the US agent, every width on its own loss (no inplace distillation)
+  * us_no_sandwich  one uniformly random width per step on its own loss (no sandwich rule)
+  * individual_<w>  a plain agent of width w (n_widths=1), for w in 0.25, 0.5, 0.75, 1.0
+with the algorithm's preset hyperparameters for the task's env and the same env steps each,
+evaluates every final model across widths on the same seeded episodes, and writes
+benchmarks/results/<name>.md and <name>.png, where <name> is the task (dqn) or <task>_<algo>.
+Finished (method, seed) cells are kept under benchmarks/results/cells/<name>/ and skipped on
+rerun; --jobs spreads cells over processes.
 
     python benchmarks/width_vs_return.py --task cartpole --seeds 0 1 2 --jobs 2
+    python benchmarks/width_vs_return.py --task cartpole --algo ppo --seeds 0 1 2 --jobs 2
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ TASKS: dict[str, dict[str, Any]] = {
         "steps": 400,
         "episodes": 2,
         "grid": 0.25,
-        "overrides": {"learning_starts": 100, "train_freq": 50, "gradient_steps": 5, "buffer_size": 1000},
+        "overrides": {
+            "dqn": {"learning_starts": 100, "train_freq": 50, "gradient_steps": 5, "buffer_size": 1000},
+            "ppo": {"n_envs": 2, "n_steps": 100, "batch_size": 100, "n_epochs": 2},
+            "a2c": {"n_envs": 2},
+        },
     },
 }
 METHODS = ["us", "us_no_distill", "us_no_sandwich", *(f"individual_{w}" for w in WIDTHS)]
@@ -56,7 +62,9 @@ def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[st
         w = float(method.split("_")[1])
         kwargs.update(n_widths=1, distill=None)
         if "net_arch" in pk:  # an MLP: a plain net with w times the units, built at that size
-            pk["net_arch"] = [max(1, round(u * w)) for u in pk["net_arch"]]
+            scale = lambda units: [max(1, round(u * w)) for u in units]  # noqa: E731
+            arch = pk["net_arch"]
+            pk["net_arch"] = {k: scale(v) for k, v in arch.items()} if isinstance(arch, dict) else scale(arch)
             pk["width_range"] = (1.0, 1.0)
         else:  # a CNN: the width-w sub-network of the slimmable net, trained alone
             pk["width_range"] = (w, w)
@@ -70,7 +78,7 @@ def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[st
     return kwargs, [float(x) for x in np.round(np.arange(low, high + 1e-9, grid), 6)]
 
 
-def run_cell(task: str, method: str, seed: int, out_dir: str) -> dict[str, Any]:
+def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str) -> dict[str, Any]:
     """Train and sweep one (method, seed) cell; writes and returns its JSON."""
     from usrl.envs import make_vec_env, resolve_env
     from usrl.hyperparams import select_preset, shipped_presets
@@ -80,12 +88,12 @@ def run_cell(task: str, method: str, seed: int, out_dir: str) -> dict[str, Any]:
 
     cfg = TASKS[task]
     spec = resolve_env(cfg["env"])
-    hp = select_preset(shipped_presets("dqn"), spec.env_id, spec.family, "dqn.yml")
-    hp.update(cfg.get("overrides", {}))
+    hp = select_preset(shipped_presets(algo), spec.env_id, spec.family, f"{algo}.yml")
+    hp.update(cfg.get("overrides", {}).get(algo, {}))
     kwargs, widths = method_kwargs(method, hp, cfg["grid"])
     frame_stack = int(hp.get("frame_stack", 4))
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed, frame_stack=frame_stack)
-    model = algorithms()["dqn"](hp.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **kwargs)
+    model = algorithms()[algo](hp.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **kwargs)
     t0 = time.perf_counter()
     model.learn(cfg["steps"])
     train_time = time.perf_counter() - t0
@@ -97,6 +105,7 @@ def run_cell(task: str, method: str, seed: int, out_dir: str) -> dict[str, Any]:
         rows = sweep(model, eval_env, widths, cfg["episodes"], 10_000 + seed)
     result = {
         "task": task,
+        "algo": algo,
         "method": method,
         "seed": seed,
         "steps": cfg["steps"],
@@ -105,7 +114,7 @@ def run_cell(task: str, method: str, seed: int, out_dir: str) -> dict[str, Any]:
     }
     atomic_write_text(Path(out_dir) / f"{method}_s{seed}.json", json.dumps(result, indent=1))
     print(
-        f"[{task}] {method} seed {seed}: {train_time:.0f}s, returns "
+        f"[{task} {algo}] {method} seed {seed}: {train_time:.0f}s, returns "
         + ", ".join(f"{r['width']:.3g}:{r['mean_return']:.1f}" for r in rows),
         flush=True,
     )
@@ -133,8 +142,13 @@ def at(rows: list[dict[str, Any]], w: float) -> float | None:
     return next((r["mean_return"] for r in rows if abs(r["width"] - w) < 1e-6), None)
 
 
-def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int], out: Path) -> str:
-    """Write <task>.md and <task>.png from the cells; returns the markdown."""
+def result_name(task: str, algo: str) -> str:
+    """The file stem of a task's results: the task for DQN, ``<task>_<algo>`` otherwise."""
+    return task if algo == "dqn" else f"{task}_{algo}"
+
+
+def report(task: str, algo: str, cells: list[dict[str, Any]], command: str, seeds: list[int], out: Path) -> str:
+    """Write <name>.md and <name>.png from the cells; returns the markdown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +159,7 @@ def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int
         by_method.setdefault(c["method"], []).append(c)
     fmt = lambda xs: f"{np.mean(xs):.1f} ± {np.std(xs):.1f}" if xs else "–"  # noqa: E731
     lines = [
-        f"# Width vs return: {task} ({TASKS[task]['env']})",
+        f"# Width vs return: {task} ({TASKS[task]['env']}), US-{algo.upper()}",
         "",
         f"Command: `{command}`  ",
         f"Seeds: {', '.join(map(str, seeds))}; {TASKS[task]['steps']} env steps per model; each final model evaluated on "
@@ -223,37 +237,43 @@ def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int
         )
     ax.set_xlabel("width")
     ax.set_ylabel("mean episode return")
-    ax.set_title(f"{TASKS[task]['env']}: one US-DQN vs individually trained DQNs ({len(seeds)} seeds)")
+    name = algo.upper()
+    ax.set_title(f"{TASKS[task]['env']}: one US-{name} vs individually trained {name}s ({len(seeds)} seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"{task}.png", dpi=120)
+    stem = result_name(task, algo)
+    fig.savefig(out / f"{stem}.png", dpi=120)
     plt.close(fig)
-    (out / f"{task}.md").write_text(text)
+    from usrl.utils import atomic_write_text
+
+    atomic_write_text(out / f"{stem}.md", text)
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=sorted(TASKS), required=True)
+    p.add_argument("--algo", choices=["dqn", "ppo", "a2c"], default="dqn")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel (processes)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     command = "python benchmarks/width_vs_return.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    cell_dir = args.out / "cells" / args.task
+    cell_dir = args.out / "cells" / result_name(args.task, args.algo)
     cell_dir.mkdir(parents=True, exist_ok=True)
     todo = [(m, s) for s in args.seeds for m in args.methods if not (cell_dir / f"{m}_s{s}.json").exists()]
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
     if args.jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as ex:
-            list(ex.map(run_cell, *zip(*[(args.task, m, s, str(cell_dir)) for m, s in todo], strict=True)))
+            cells = [(args.task, args.algo, m, s, str(cell_dir)) for m, s in todo]
+            list(ex.map(run_cell, *zip(*cells, strict=True)))
     else:
         for m, s in todo:
-            run_cell(args.task, m, s, str(cell_dir))
+            run_cell(args.task, args.algo, m, s, str(cell_dir))
     cells = [json.loads((cell_dir / f"{m}_s{s}.json").read_text()) for s in args.seeds for m in args.methods]
-    print(report(args.task, cells, command, args.seeds, args.out))
+    print(report(args.task, args.algo, cells, command, args.seeds, args.out))
     return 0
 
 

@@ -35,3 +35,19 @@ def test_tiny_preset_end_to_end_and_resume(tmp_path: Path, capsys) -> None:  # t
     assert wvr.main(["--task", "tiny", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]) == 0
     assert "0 cells to train, 4 done already" in capsys.readouterr().out
     assert (cells / "us_s0.json").stat().st_mtime == mtime
+
+
+def test_tiny_preset_with_ppo(tmp_path: Path) -> None:
+    wvr = _load()
+    methods = ["us", "us_no_distill", "individual_0.5"]
+    args = ["--task", "tiny", "--algo", "ppo", "--seeds", "1", "--methods", *methods, "--out", str(tmp_path)]
+    assert wvr.main(args) == 0
+    cells = tmp_path / "cells" / "tiny_ppo"
+    assert sorted(p.name for p in cells.glob("*.json")) == sorted(f"{m}_s1.json" for m in methods)
+    ind = json.loads((cells / "individual_0.5_s1.json").read_text())
+    us = json.loads((cells / "us_s1.json").read_text())
+    assert ind["algo"] == "ppo" and [r["width"] for r in ind["rows"]] == [0.5]
+    # the individual 32-32 actor costs what the US actor costs at width 0.5
+    assert ind["rows"][0]["macs"] == next(r["macs"] for r in us["rows"] if r["width"] == 0.5)
+    assert "US-PPO" in (tmp_path / "tiny_ppo.md").read_text()
+    assert (tmp_path / "tiny_ppo.png").is_file()

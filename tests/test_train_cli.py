@@ -219,7 +219,7 @@ def _bad(tmp_path: Path, *args: str, capsys: pytest.CaptureFixture | None = None
         (["--env", "CartPole-v1", "--n-widths", "0"], "n_widths"),
         (["--env", "CartPole-v1", "-params", "learning_rate"], "malformed -params item"),
         (["--env", "CartPole-v1", "-params", "learning_rat:0.1"], "unknown hyperparameter 'learning_rat'"),
-        (["--env", "CartPole-v1", "-params", "learning_rate:fast"], "malformed learning rate"),
+        (["--env", "CartPole-v1", "-params", "learning_rate:fast"], "malformed learning_rate"),
         (["--env", "CartPole-v1", "-params", "distill:l3"], "distill"),
         (["--env", "CartPole-v1", "--n-timesteps", "many"], "invalid int value"),
         (["--env", "CartPole-v1", "-i", "missing.zip"], "no such file"),

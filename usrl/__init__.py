@@ -2,13 +2,15 @@
 
 __version__ = "0.1.0"
 
+_AGENTS = ("USDQN", "USPPO", "USA2C")
+
 
 def __getattr__(name: str):  # lazy: `import usrl.nn` must not import Stable-Baselines3
-    if name == "USDQN":
-        from usrl.agents import USDQN
+    if name in _AGENTS:
+        import usrl.agents
 
-        return USDQN
+        return getattr(usrl.agents, name)
     raise AttributeError(f"module 'usrl' has no attribute {name!r}")
 
 
-__all__ = ["USDQN", "__version__"]
+__all__ = ["USA2C", "USDQN", "USPPO", "__version__"]

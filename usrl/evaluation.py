@@ -32,10 +32,10 @@ class WidthResult:
 
 
 def policy_cost(model: BaseAlgorithm, w: float) -> dict[str, int]:
-    """MACs and parameters per observation of the acting network at width ``w``."""
-    net = getattr(model.policy, "q_net", None)
-    if net is None:
-        net = model.policy
+    """MACs and parameters per observation of the acting network at width ``w`` (the Q-network
+    of a DQN, the actor path of an actor-critic: what deployment runs)."""
+    acting = getattr(model.policy, "acting_network", None)
+    net = acting() if acting is not None else model.policy
     obs_shape = model.observation_space.shape
     return profile(net, tuple(obs_shape), w)
 

@@ -2,6 +2,7 @@
 
     python -m usrl.train --algo dqn --env Pong
     python -m usrl.train --algo dqn --env CartPole-v1 -n 50000 --eval-freq 5000 -P
+    python -m usrl.train --algo ppo --env CartPole-v1 -P
     python -m usrl.train --resume logs/dqn/Pong_1
 
 A run folder ``<log-folder>/<algo>/<Env>_<k>/`` receives config.yml (resolved hyperparameters,
@@ -56,9 +57,9 @@ def final_model_path(run_dir: Path, env_id: str) -> Path:
 
 def algorithms() -> dict[str, type]:
     """The algorithms ``--algo`` accepts."""
-    from usrl.agents import USDQN
+    from usrl.agents import USA2C, USDQN, USPPO
 
-    return {"dqn": USDQN}
+    return {"dqn": USDQN, "ppo": USPPO, "a2c": USA2C}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = UsageParser(
         prog="python -m usrl.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--algo", default="dqn", help="algorithm (dqn)")
+    p.add_argument("--algo", default="dqn", help="algorithm: dqn, ppo or a2c")
     p.add_argument(
         "--env",
         help="env: Atari short name (Pong), full id (PongNoFrameskip-v4, ALE/Pong-v5), CartPole-v1, MinAtar/Breakout-v1 ...",

@@ -1,14 +1,21 @@
 """Stable-Baselines3 plug-ins: slimmable policies and US algorithms."""
 
+from usrl.agents.ac_policies import USActorCriticCnnPolicy, USActorCriticPolicy, USMlpExtractor
+from usrl.agents.actor_critic import USA2C, USPPO
 from usrl.agents.dqn import USDQN
 from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy, USQNetwork
 from usrl.agents.torch_layers import USMinAtarCNN, USNatureCNN, create_us_mlp
 
 __all__ = [
+    "USA2C",
     "USDQN",
+    "USPPO",
+    "USActorCriticCnnPolicy",
+    "USActorCriticPolicy",
     "USCnnPolicy",
     "USDQNPolicy",
     "USMinAtarCNN",
+    "USMlpExtractor",
     "USMlpPolicy",
     "USNatureCNN",
     "USQNetwork",

@@ -13,13 +13,14 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.dqn import DQN
 
+from usrl.agents.common import SlimmableAlgorithmMixin
 from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy
-from usrl.nn import get_distill_loss, sandwich_widths, share_stem, width_control
+from usrl.nn import get_distill_loss, share_stem, width_control
 
 DISTILL_MODES = ("mse", "huber", "kl", None)
 
 
-class USDQN(DQN):
+class USDQN(SlimmableAlgorithmMixin, DQN):
     """Universally slimmable DQN: one Q-network trained for every width in its range.
 
     Takes SB3 DQN's parameters, plus:
@@ -87,27 +88,14 @@ class USDQN(DQN):
         width_sampling: str = "sandwich",
         _init_setup_model: bool = True,
     ) -> None:
-        if width_sampling not in ("sandwich", "random"):
-            raise ValueError(f"width_sampling must be 'sandwich' or 'random', got {width_sampling!r}")
-        self.width_sampling = width_sampling
-        if isinstance(n_widths, bool) or not isinstance(n_widths, int) or n_widths < 1:
-            raise ValueError(f"n_widths must be an integer >= 1, got {n_widths!r}")
-        if distill not in DISTILL_MODES:
-            raise ValueError(f"distill must be one of {DISTILL_MODES}, got {distill!r}")
-        if not (isinstance(distill_weight, (int, float)) and 0.0 <= distill_weight <= 1.0):
-            raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
+        self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
         if not (
             isinstance(distill_temperature, (int, float))
             and math.isfinite(distill_temperature)
             and distill_temperature > 0
         ):
             raise ValueError(f"distill_temperature must be > 0, got {distill_temperature!r}")
-        self.n_widths = n_widths
-        self.distill = distill
-        self.distill_weight = float(distill_weight)
         self.distill_temperature = float(distill_temperature)
-        self.rollout_width = rollout_width
-        self.width_generator: th.Generator | None = None
         super().__init__(
             policy,
             env,
@@ -141,42 +129,7 @@ class USDQN(DQN):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        if not isinstance(self.policy, USDQNPolicy):
-            raise TypeError(
-                f"USDQN needs a slimmable policy (USMlpPolicy / USCnnPolicy), got {type(self.policy).__name__}"
-            )
-        control = width_control(self.policy)
-        if self.rollout_width is None:
-            self.rollout_width = control.high
-        self.rollout_width = control.check(self.rollout_width)
-        control.width = self.rollout_width
-        if getattr(self, "width_generator", None) is None:  # a loaded model keeps its saved generator state
-            self.width_generator = th.Generator()
-            self.width_generator.manual_seed(int(self.seed) if self.seed is not None else int(np.random.randint(2**31)))
-
-    def set_width(self, width: float) -> None:
-        """Act and predict at ``width`` (also the width used while collecting experience)."""
-        self.rollout_width = width_control(self.policy).check(width)
-        self.policy.set_width(self.rollout_width)
-
-    def predict(
-        self,
-        observation: np.ndarray | dict[str, np.ndarray],
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-        width: float | None = None,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """SB3's ``predict``; ``width`` runs this call at that width (then restores the current one)."""
-        if width is None:
-            return super().predict(observation, state, episode_start, deterministic)
-        control = width_control(self.policy)
-        previous = control.width
-        control.set(width)
-        try:
-            return super().predict(observation, state, episode_start, deterministic)
-        finally:
-            control.width = previous
+        self._setup_widths(USDQNPolicy)
 
     def _width_loss(
         self, q_all: th.Tensor, teacher: th.Tensor, td_loss: th.Tensor | None
@@ -204,11 +157,7 @@ class USDQN(DQN):
             for _ in range(gradient_steps):
                 replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
                 discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-                if self.width_sampling == "sandwich":
-                    widths = sandwich_widths(self.n_widths, low, high, self.width_generator)
-                else:
-                    u = th.rand(self.n_widths, generator=self.width_generator, dtype=th.float64)
-                    widths = [float(x) for x in u * (high - low) + low]
+                widths = self._step_widths(low, high)
 
                 with th.no_grad():
                     control.width = high
@@ -239,14 +188,7 @@ class USDQN(DQN):
                         logs[key].append(loss.item())  # type: ignore[union-attr]
                         total = loss if total is None else total + loss
 
-                if not th.isfinite(total):  # type: ignore[arg-type]
-                    raise FloatingPointError(
-                        f"non-finite loss ({total.item()}) at update {self._n_updates + 1}, {self.num_timesteps} env steps"  # type: ignore[union-attr]
-                    )
-                self.policy.optimizer.zero_grad()
-                total.backward()  # type: ignore[union-attr]
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                self.policy.optimizer.step()
+                self._apply_gradients(total, self.max_grad_norm)  # type: ignore[arg-type]
         finally:
             control.width = self.rollout_width
 

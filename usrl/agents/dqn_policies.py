@@ -11,8 +11,9 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
+from usrl.agents.common import SlimmablePolicyMixin, check_divisor, extractor_kwargs
 from usrl.agents.torch_layers import USNatureCNN, create_us_mlp, is_slimmable_extractor
-from usrl.nn import DEFAULT_WIDTH_RANGE, check_width_range, get_width, make_slimmable, set_width
+from usrl.nn import DEFAULT_WIDTH_RANGE, check_width_range, make_slimmable
 
 
 class USQNetwork(QNetwork):
@@ -51,7 +52,7 @@ class USQNetwork(QNetwork):
         return data
 
 
-class USDQNPolicy(DQNPolicy):
+class USDQNPolicy(SlimmablePolicyMixin, DQNPolicy):
     """SB3's ``DQNPolicy`` whose Q-network (and target network) run at any width in ``width_range``.
 
     Takes SB3's parameters plus ``width_range=(low, high)`` and ``divisor`` (channel rounding,
@@ -79,14 +80,8 @@ class USDQNPolicy(DQNPolicy):
         divisor: int = 1,
     ) -> None:
         self.width_range = check_width_range(*width_range)
-        if not isinstance(divisor, int) or divisor < 1:
-            raise ValueError(f"divisor must be an integer >= 1, got {divisor!r}")
-        self.divisor = divisor
-        features_extractor_kwargs = dict(features_extractor_kwargs or {})
-        if issubclass(
-            features_extractor_class, BaseFeaturesExtractor
-        ) and features_extractor_class.__module__.startswith("usrl."):
-            features_extractor_kwargs.setdefault("divisor", divisor)
+        self.divisor = check_divisor(divisor)
+        features_extractor_kwargs = extractor_kwargs(features_extractor_class, features_extractor_kwargs, divisor)
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
             optimizer_kwargs = {"fused": True}
         super().__init__(
@@ -112,13 +107,9 @@ class USDQNPolicy(DQNPolicy):
         data.update(width_range=self.width_range, divisor=self.divisor)
         return data
 
-    def set_width(self, width: float) -> None:
-        """Act and predict at ``width`` from now on (``ValueError`` outside ``width_range``)."""
-        set_width(self, width)
-
-    def get_width(self) -> float:
-        """The width the policy currently runs at."""
-        return get_width(self)
+    def acting_network(self) -> nn.Module:
+        """The network that maps observations to actions (profiled for MACs and parameters)."""
+        return self.q_net
 
 
 USMlpPolicy = USDQNPolicy

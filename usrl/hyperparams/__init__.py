@@ -125,7 +125,7 @@ def import_object(path: str) -> Any:
 
 
 def linear_schedule(initial: float) -> Any:
-    """Learning rate decaying linearly from ``initial`` to 0 over training (rl-zoo3's ``lin_``)."""
+    """A value (learning rate, clip range) decaying linearly from ``initial`` to 0 over training (rl-zoo3's ``lin_``)."""
 
     def schedule(progress_remaining: float) -> float:
         # SB3 may overshoot the last rollout past the total (progress < 0): stay at 0, never negative
@@ -135,18 +135,19 @@ def linear_schedule(initial: float) -> Any:
 
 
 _CLASS_KEYS = {"features_extractor_class", "activation_fn", "optimizer_class", "replay_buffer_class"}
+_SCHEDULE_KEYS = {"learning_rate", "clip_range", "clip_range_vf"}
 
 
 def _convert(key: str, value: Any) -> Any:
     if key in _CLASS_KEYS and isinstance(value, str):
         return import_object(value)
-    if key == "learning_rate" and isinstance(value, str):
+    if key in _SCHEDULE_KEYS and isinstance(value, str):
         if value.startswith("lin_"):
             try:
                 return linear_schedule(float(value[4:]))
             except ValueError:
-                raise HyperparamError(f"malformed learning rate {value!r}: expected lin_<number>") from None
-        raise HyperparamError(f"malformed learning rate {value!r}: expected a number or lin_<number>")
+                raise HyperparamError(f"malformed {key} {value!r}: expected lin_<number>") from None
+        raise HyperparamError(f"malformed {key} {value!r}: expected a number or lin_<number>")
     if isinstance(value, dict):
         return {k: _convert(k, v) for k, v in value.items()}
     if key == "width_range" and isinstance(value, list):

@@ -1,0 +1,235 @@
+"""US-PPO / US-A2C: SB3 equivalence at n_widths=1, the sandwich update, Gaussian actions,
+save/load, bad widths, drop-in use in plain SB3, the CLI and the sweep."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from usrl import USA2C, USPPO
+from usrl.agents import USActorCriticCnnPolicy, USActorCriticPolicy
+from usrl.agents.ac_policies import detach_distribution, distribution_kl
+from usrl.nn import get_width, sandwich_widths
+
+
+def test_aliases_public_imports_and_slimmed_heads() -> None:
+    import usrl
+
+    m = USPPO("MlpPolicy", "CartPole-v1", n_steps=64)
+    assert isinstance(m.policy, USActorCriticPolicy) and usrl.USPPO is USPPO and usrl.USA2C is USA2C
+    assert USPPO.policy_aliases["CnnPolicy"] is USActorCriticCnnPolicy
+    p = m.policy
+    assert p.mlp_extractor.policy_net[0].shape_at(0.25) == (4, 16)  # the observation input never slims
+    assert p.action_net.shape_at(0.25) == (16, 2) and p.value_net.shape_at(0.25) == (16, 1)
+    assert p.action_net.width_control is p.mlp_extractor.value_net[2].width_control
+    # orthogonal initialisation reached the slimmable layers (gain 0.01 for the action head)
+    w = p.action_net.weight.detach()
+    torch.testing.assert_close(w @ w.T, 1e-4 * torch.eye(2), atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize(("us_cls", "sb3_cls"), [(USPPO, PPO), (USA2C, A2C)])
+def test_n_widths_1_trains_exactly_like_sb3(us_cls: type, sb3_cls: type) -> None:
+    """Same seed, same rollouts, same updates: identical parameters after several updates."""
+    kwargs = dict(seed=3, n_steps=64)
+    us = us_cls("MlpPolicy", "CartPole-v1", n_widths=1, **kwargs)
+    us.learn(640)
+    sb3 = sb3_cls("MlpPolicy", "CartPole-v1", **kwargs)  # seeding resets the global RNGs
+    sb3.learn(640)
+    for a, b in zip(us.policy.parameters(), sb3.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _collect(model: USA2C | USPPO, n: int) -> None:
+    """Fill the model's rollout buffer with ``n`` steps per env, without training."""
+    _, callback = model._setup_learn(n)
+    callback.on_training_start(locals(), globals())
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=n)
+
+
+def test_a2c_sandwich_gradient_equals_hand_built_loss() -> None:
+    """One update's gradient = own loss at full width + for each other width
+    KL(detached full-width policy || its policy) + vf_coef * MSE(its value, detached full value)."""
+    m = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, ent_coef=0.01, seed=0)
+    m.max_grad_norm = 1e9  # no clipping: compare raw gradients
+    _collect(m, 16)
+    widths = sandwich_widths(3, 0.25, 1.0, torch.Generator().set_state(m.width_generator.get_state()))
+    assert widths[:2] == [1.0, 0.25] and 0.25 < widths[2] < 1.0
+    policy = m.policy
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    data = next(m.rollout_buffer.get(batch_size=None))
+    m.train()
+    got = {n: p.grad.clone() for n, p in policy.named_parameters()}
+
+    ref = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, seed=0)
+    with torch.no_grad():
+        for n, p in ref.policy.named_parameters():
+            p.copy_(before[n])
+    rp = ref.policy
+    actions = data.actions.long().flatten()
+    total = torch.zeros(())
+    for i, w in enumerate(widths):
+        rp.set_width(w)
+        dist, values = rp.distribution_and_values(data.observations)
+        logits = dist.distribution.logits
+        if i == 0:
+            teacher_logits, teacher_values = logits, values  # detached below, by hand
+            own = (
+                -(data.advantages * dist.log_prob(actions)).mean()
+                - 0.01 * dist.entropy().mean()
+                + m.vf_coef * F.mse_loss(data.returns, values)
+            )
+            total = total + own
+        else:
+            t = teacher_logits.detach()
+            kl = (t.softmax(-1) * (t.log_softmax(-1) - logits.log_softmax(-1))).sum(-1).mean()
+            total = total + kl + m.vf_coef * F.mse_loss(values, teacher_values.detach())
+    total.backward()
+    for n, p in rp.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-7)
+    assert get_width(policy) == 1.0  # back at the rollout width
+
+
+def test_distillation_gradients_never_reach_the_teacher() -> None:
+    m = USPPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64)
+    obs = torch.randn(8, 3)
+    m.policy.set_width(1.0)
+    teacher, _ = m.policy.distribution_and_values(obs)
+    t = teacher.distribution  # SB3 reuses its Distribution object: keep the torch one before the next forward
+    teacher_parts = detach_distribution(teacher)
+    m.policy.set_width(0.25)
+    student, _ = m.policy.distribution_and_values(obs)
+    s = student.distribution
+    assert s is not t
+    loss = distribution_kl(teacher_parts, student).mean()
+    assert torch.autograd.grad(loss, t.loc, retain_graph=True, allow_unused=True) == (None,)
+    (g,) = torch.autograd.grad(loss, s.loc, retain_graph=True)
+    assert g.abs().sum() > 0
+    # the KL of diagonal Gaussians, summed over action dimensions, against its closed form
+    closed = (torch.log(s.scale / t.scale) + (t.scale**2 + (t.loc - s.loc) ** 2) / (2 * s.scale**2) - 0.5).sum(-1)
+    torch.testing.assert_close(distribution_kl(teacher_parts, student), closed)
+
+
+def test_continuous_actions_train_and_run_at_several_widths() -> None:
+    m = USPPO("MlpPolicy", "Pendulum-v1", n_steps=128, batch_size=64, n_epochs=2, seed=0)
+    m.learn(256)
+    assert {"train/distill_kl", "train/distill_value", "train/std"} <= set(m.logger.name_to_value)
+    obs = np.stack([m.observation_space.sample() for _ in range(4)])
+    means = {}
+    for w in (0.25, 0.5, 0.8, 1.0):
+        action, _ = m.predict(obs, deterministic=True, width=w)
+        assert action.shape == (4, 1) and np.all(np.abs(action) <= 2.0)
+        with torch.no_grad():
+            m.policy.set_width(w)
+            means[w] = m.policy.get_distribution(torch.as_tensor(obs)).distribution.loc
+    m.policy.set_width(1.0)
+    assert not torch.allclose(means[0.25], means[1.0])
+
+
+def test_predict_bad_widths_and_bad_settings() -> None:
+    m = USA2C("MlpPolicy", "CartPole-v1", seed=0)
+    obs = np.zeros((3, 4), dtype=np.float32)
+    for bad in (0.1, 1.5, float("nan"), "wide"):
+        with pytest.raises(ValueError, match=r"\[0\.25, 1\.0\]"):
+            m.predict(obs, width=bad)
+        with pytest.raises(ValueError):
+            m.set_width(bad)
+    m.set_width(0.5)
+    assert m.rollout_width == 0.5 and get_width(m.policy) == 0.5
+    for kwargs in ({"n_widths": 0}, {"distill": "mse"}, {"distill_weight": -0.1}, {"rollout_width": 2.0}):
+        with pytest.raises(ValueError):
+            USPPO("MlpPolicy", "CartPole-v1", **kwargs)
+    with pytest.raises(ValueError, match="width range"):
+        USPPO("MlpPolicy", "CartPole-v1", policy_kwargs={"width_range": (0.6, 0.3)})
+    with pytest.raises(ValueError, match="use_sde"):
+        PPO(USActorCriticPolicy, "Pendulum-v1", use_sde=True)
+    with pytest.raises(TypeError, match="slimmable policy"):
+        USPPO(ActorCriticPolicy, "CartPole-v1")
+
+
+def test_save_load_round_trip_in_a_fresh_process(tmp_path: Path) -> None:
+    m = USPPO(
+        "MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, n_epochs=2, n_widths=3, distill_weight=0.6, seed=0,
+        policy_kwargs={"width_range": (0.3, 0.9), "net_arch": {"pi": [32], "vf": [48, 16]}},
+    )  # fmt: skip
+    m.learn(128)
+    path = tmp_path / "ppo.zip"
+    m.save(path)
+    obs = torch.linspace(-1, 1, 20).reshape(5, 4)
+    expected = {}
+    for w in (0.3, 0.55, 0.9):
+        m.policy.set_width(w)
+        with torch.no_grad():
+            dist, values = m.policy.distribution_and_values(obs)
+            expected[w] = [dist.distribution.logits.tolist(), values.tolist()]
+    code = textwrap.dedent(
+        f"""
+        import json, torch
+        torch.set_num_threads({torch.get_num_threads()})
+        from usrl import USPPO
+        m = USPPO.load({str(path)!r})
+        out = {{"settings": [m.n_widths, m.distill, m.distill_weight, list(m.policy.width_range)],
+                "generator": m.width_generator.get_state().tolist()}}
+        obs = torch.linspace(-1, 1, 20).reshape(5, 4)
+        for w in (0.3, 0.55, 0.9):
+            m.policy.set_width(w)
+            with torch.no_grad():
+                dist, values = m.policy.distribution_and_values(obs)
+                out[str(w)] = [dist.distribution.logits.tolist(), values.tolist()]
+        print(json.dumps(out))
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["settings"] == [3, "kl", 0.6, [0.3, 0.9]]
+    assert out["generator"] == m.width_generator.get_state().tolist()
+    for w in (0.3, 0.55, 0.9):
+        assert out[str(w)] == expected[w]
+
+
+def test_drop_in_cnn_policy_in_plain_sb3_ppo_on_atari() -> None:
+    import ale_py
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+
+    gym.register_envs(ale_py)
+    env = VecFrameStack(make_atari_env("PongNoFrameskip-v4", n_envs=2, seed=0), n_stack=4)
+    model = PPO(USActorCriticCnnPolicy, env, n_steps=32, batch_size=32, n_epochs=1, seed=0)
+    model.learn(64)
+    assert model.policy.net_arch == []  # as SB3's CnnPolicy: heads on the 512 features
+    obs = env.reset()
+    for w in (0.25, 0.6, 1.0):
+        model.policy.set_width(w)
+        action, _ = model.predict(obs, deterministic=True)
+        assert action.shape == (2,) and np.all((0 <= action) & (action < 6))
+    assert model.policy.action_net.shape_at(0.25) == (128, 6)
+    assert model.policy.features_extractor.linear[0].shape_at(0.25) == (16 * 49, 128)
+
+
+def test_cli_trains_ppo_and_a2c_and_sweeps_them(tmp_path: Path) -> None:
+    from usrl.sweep import main as sweep_main
+    from usrl.train import main as train_main
+
+    for algo in ("ppo", "a2c"):
+        args = ["--algo", algo, "--env", "CartPole-v1", "-n", "1024", "--eval-freq", "512", "--eval-episodes", "2",
+                "--save-freq", "512", "--log-folder", str(tmp_path / "logs"), "--verbose", "0"]  # fmt: skip
+        assert train_main(args) == 0
+        run = tmp_path / "logs" / algo / "CartPole-v1_1"
+        for name in ("CartPole-v1.zip", "best_model.zip", "config.yml", "evaluations.csv", "checkpoints/latest.json"):
+            assert (run / name).is_file(), name
+        assert sweep_main([str(run), "--widths", "0.25", "1.0", "--episodes", "2"]) == 0
+        rows = json.loads((run / "sweep" / "sweep.json").read_text())["rows"]
+        # the actor path of the 64-64 MLP: 4*h + h*h + h*2 MACs (the critic is not counted)
+        assert [r["macs"] for r in rows] == [4 * h + h * h + h * 2 for h in (16, 64)]
+    assert train_main(["--algo", "ppo", "--env", "CartPole-v1", "--distill", "mse",
+                       "--log-folder", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("*.zip"))

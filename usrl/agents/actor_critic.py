@@ -1,0 +1,338 @@
+"""US-PPO and US-A2C: SB3's PPO and A2C trained with the sandwich rule and inplace distillation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, Schedule
+from stable_baselines3.common.utils import explained_variance
+
+from usrl.agents.ac_policies import (
+    USActorCriticCnnPolicy,
+    USActorCriticPolicy,
+    detach_distribution,
+    distribution_kl,
+)
+from usrl.agents.common import SlimmableAlgorithmMixin
+from usrl.nn import share_stem, width_control
+
+DISTILL_MODES = ("kl", None)
+
+# (values, log_prob, entropy) of one width -> (the algorithm's loss, its named parts)
+OwnLoss = Callable[[th.Tensor, th.Tensor, th.Tensor | None], tuple[th.Tensor, dict[str, th.Tensor]]]
+
+
+class USActorCriticMixin(SlimmableAlgorithmMixin):
+    """The sandwich update shared by :class:`USPPO` and :class:`USA2C`.
+
+    For one minibatch, each sandwich width runs the actor and the critic. The full width
+    (first) learns the algorithm's own loss; with ``distill="kl"`` every other width learns
+    ``KL(full-width action distribution || its own) + vf_coef * MSE(its value, full-width
+    value)`` against the full width's detached outputs, mixed with its own loss by
+    ``distill_weight``. With ``distill=None`` or ``width_sampling="random"`` every width learns
+    the algorithm's own loss. The losses are summed for one backward and one optimizer step.
+    """
+
+    policy: USActorCriticPolicy
+    vf_coef: float
+    max_grad_norm: float
+    rollout_buffer: RolloutBuffer
+    action_space: spaces.Space
+    logger: Any
+
+    def _setup_model(self) -> None:
+        super()._setup_model()  # type: ignore[misc]
+        self._setup_widths(USActorCriticPolicy)
+
+    def _actions(self, data: RolloutBufferSamples) -> th.Tensor:
+        if isinstance(self.action_space, spaces.Discrete):
+            return data.actions.long().flatten()
+        return data.actions
+
+    def _sandwich_loss(
+        self, observations: th.Tensor, actions: th.Tensor, own_loss: OwnLoss, logs: dict[str, list[float]]
+    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        """Summed loss of one minibatch over the step's widths, and the first width's loss parts."""
+        control = width_control(self.policy)
+        distilling = self.width_sampling == "sandwich" and self.distill is not None
+        total: th.Tensor | None = None
+        first: dict[str, th.Tensor] = {}
+        teacher: tuple[list[th.distributions.Distribution], th.Tensor] | None = None
+        with share_stem(self.policy):
+            for i, w in enumerate(self._step_widths(control.low, control.high)):
+                control.width = w
+                dist, values = self.policy.distribution_and_values(observations)
+                log_prob = dist.log_prob(actions)
+                own: th.Tensor | None = None
+                if i == 0 or not distilling or self.distill_weight < 1.0:
+                    own, parts = own_loss(values, log_prob, dist.entropy())
+                    if i == 0:
+                        first = parts
+                if distilling and i == 0:
+                    teacher = (detach_distribution(dist), values.detach())
+                if distilling and i > 0:
+                    assert teacher is not None
+                    kl = distribution_kl(teacher[0], dist).mean()
+                    value_mse = F.mse_loss(values, teacher[1])
+                    loss = kl + self.vf_coef * value_mse
+                    if own is not None:
+                        loss = self.distill_weight * loss + (1.0 - self.distill_weight) * own
+                    logs["distill_kl"].append(kl.item())
+                    logs["distill_value"].append(value_mse.item())
+                else:
+                    assert own is not None
+                    loss = own
+                sandwich = self.width_sampling == "sandwich"
+                logs["full" if sandwich and i == 0 else "low" if sandwich and i == 1 else "random"].append(loss.item())
+                total = loss if total is None else total + loss
+        assert total is not None
+        return total, first
+
+    def _record_width_logs(self, logs: dict[str, list[float]]) -> None:
+        low = width_control(self.policy).low
+        names = {"full": "train/loss_full_width", "low": f"train/loss_w{low:.2f}", "random": "train/loss_random_widths",
+                 "distill_kl": "train/distill_kl", "distill_value": "train/distill_value"}  # fmt: skip
+        for key, name in names.items():
+            if logs.get(key):
+                self.logger.record(name, float(np.mean(logs[key])))
+
+    def _record_common(self) -> None:
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+        self.logger.record("train/explained_variance", explained_var)
+        if hasattr(self.policy, "log_std"):
+            self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # type: ignore[attr-defined]
+
+
+_US_DOC = """
+    US settings (besides SB3's parameters):
+
+    :param n_widths: widths per minibatch (sandwich rule): the largest, the smallest and
+        ``n_widths - 2`` uniform random ones. ``1`` trains the full width only, exactly as SB3.
+    :param distill: ``"kl"``: the other widths learn the full width's detached action
+        distribution (KL) and value (MSE, weighted by ``vf_coef``); ``None``: every width
+        learns the algorithm's own loss.
+    :param distill_weight: in [0, 1]; the other widths' loss is
+        ``w * distillation + (1 - w) * their own loss``.
+    :param rollout_width: width used to collect rollouts (default: the top of the range).
+    :param width_sampling: ``"sandwich"``, or ``"random"`` (all widths of a step uniform
+        random, each on its own loss: the "no sandwich rule" ablation).
+
+    The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``).
+    Logs ``train/loss_full_width``, ``train/loss_w<low>``, ``train/loss_random_widths``,
+    ``train/distill_kl`` and ``train/distill_value`` besides SB3's own entries (computed at
+    the first width of each step: the full width under the sandwich rule).
+"""
+
+
+class USPPO(USActorCriticMixin, PPO):
+    __doc__ = "Universally slimmable PPO: one actor-critic trained for every width in its range.\n" + _US_DOC
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": USActorCriticPolicy,
+        "CnnPolicy": USActorCriticCnnPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[USActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule = 0.2,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        n_widths: int = 4,
+        distill: str | None = "kl",
+        distill_weight: float = 1.0,
+        rollout_width: float | None = None,
+        width_sampling: str = "sandwich",
+        _init_setup_model: bool = True,
+    ) -> None:
+        self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
+        super().__init__(
+            policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
+            gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
+            rollout_buffer_class=rollout_buffer_class, rollout_buffer_kwargs=rollout_buffer_kwargs,
+            target_kl=target_kl, stats_window_size=stats_window_size, tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs, verbose=verbose, seed=seed, device=device, _init_setup_model=False,
+        )  # fmt: skip
+        if _init_setup_model:
+            self._setup_model()
+
+    def train(self) -> None:
+        """PPO's update (clipped surrogate, value and entropy losses, target-KL early stop) at the sandwich widths."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        clip_range_vf = None
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+        stats: dict[str, list[float]] = defaultdict(list)
+        logs: dict[str, list[float]] = defaultdict(list)
+        approx_kl_divs: list[float] = []
+        loss = th.zeros(())
+        continue_training = True
+        try:
+            for epoch in range(self.n_epochs):
+                approx_kl_divs = []
+                for data in self.rollout_buffer.get(self.batch_size):
+                    advantages = data.advantages
+                    if self.normalize_advantage and len(advantages) > 1:
+                        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                    def own_loss(
+                        values: th.Tensor, log_prob: th.Tensor, entropy: th.Tensor | None, data=data, adv=advantages
+                    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+                        ratio = th.exp(log_prob - data.old_log_prob)
+                        policy_loss = -th.min(adv * ratio, adv * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
+                        if clip_range_vf is not None:
+                            values = data.old_values + th.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
+                        value_loss = F.mse_loss(data.returns, values)
+                        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                        total = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                        return total, {"loss": total, "policy_loss": policy_loss, "value_loss": value_loss,
+                                       "entropy_loss": entropy_loss, "ratio": ratio, "log_prob": log_prob}  # fmt: skip
+
+                    total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, logs)
+                    loss = first["loss"]
+                    stats["pg"].append(first["policy_loss"].item())
+                    stats["value"].append(first["value_loss"].item())
+                    stats["entropy"].append(first["entropy_loss"].item())
+                    stats["clip"].append(th.mean((th.abs(first["ratio"] - 1) > clip_range).float()).item())
+                    with th.no_grad():
+                        log_ratio = first["log_prob"] - data.old_log_prob
+                        approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).item()
+                    approx_kl_divs.append(approx_kl_div)
+                    if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                        continue_training = False
+                        if self.verbose >= 1:
+                            print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                        break
+                    self._apply_gradients(total, self.max_grad_norm)
+                self._n_updates += 1
+                if not continue_training:
+                    break
+        finally:
+            width_control(self.policy).width = self.rollout_width
+
+        self.logger.record("train/entropy_loss", np.mean(stats["entropy"]))
+        self.logger.record("train/policy_gradient_loss", np.mean(stats["pg"]))
+        self.logger.record("train/value_loss", np.mean(stats["value"]))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(stats["clip"]))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/clip_range", clip_range)
+        if clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
+        self._record_common()
+        self._record_width_logs(logs)
+
+
+class USA2C(USActorCriticMixin, A2C):
+    __doc__ = "Universally slimmable A2C: one actor-critic trained for every width in its range.\n" + _US_DOC
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": USActorCriticPolicy,
+        "CnnPolicy": USActorCriticCnnPolicy,
+    }
+
+    def __init__(
+        self,
+        policy: str | type[USActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 7e-4,
+        n_steps: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        rms_prop_eps: float = 1e-5,
+        use_rms_prop: bool = True,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        normalize_advantage: bool = False,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        n_widths: int = 4,
+        distill: str | None = "kl",
+        distill_weight: float = 1.0,
+        rollout_width: float | None = None,
+        width_sampling: str = "sandwich",
+        _init_setup_model: bool = True,
+    ) -> None:
+        self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
+        super().__init__(
+            policy, env, learning_rate=learning_rate, n_steps=n_steps, gamma=gamma, gae_lambda=gae_lambda,
+            ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm, rms_prop_eps=rms_prop_eps,
+            use_rms_prop=use_rms_prop, rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs, normalize_advantage=normalize_advantage,
+            stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs,
+            verbose=verbose, seed=seed, device=device, _init_setup_model=False,
+        )  # fmt: skip
+        if _init_setup_model:
+            self._setup_model()
+
+    def train(self) -> None:
+        """A2C's update (one step on the whole rollout) at the sandwich widths."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        logs: dict[str, list[float]] = defaultdict(list)
+        first: dict[str, th.Tensor] = {}
+        try:
+            for data in self.rollout_buffer.get(batch_size=None):
+                advantages = data.advantages
+                if self.normalize_advantage:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                def own_loss(
+                    values: th.Tensor, log_prob: th.Tensor, entropy: th.Tensor | None, data=data, adv=advantages
+                ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+                    policy_loss = -(adv * log_prob).mean()
+                    value_loss = F.mse_loss(data.returns, values)
+                    entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                    total = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                    return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy_loss": entropy_loss}
+
+                total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, logs)
+                self._apply_gradients(total, self.max_grad_norm)
+        finally:
+            width_control(self.policy).width = self.rollout_width
+
+        self._n_updates += 1
+        self.logger.record("train/entropy_loss", first["entropy_loss"].item())
+        self.logger.record("train/policy_loss", first["policy_loss"].item())
+        self.logger.record("train/value_loss", first["value_loss"].item())
+        self._record_common()
+        self._record_width_logs(logs)

@@ -1,0 +1,151 @@
+"""What the US algorithms and policies share: the sandwich settings, the width generator,
+acting and predicting at a width, and the guarded optimizer step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+from usrl.nn import get_width, sandwich_widths, set_width, width_control
+
+WIDTH_SAMPLINGS = ("sandwich", "random")
+
+
+def check_divisor(divisor: Any) -> int:
+    """``divisor`` if it is an integer >= 1, else ``ValueError``."""
+    if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+        raise ValueError(f"divisor must be an integer >= 1, got {divisor!r}")
+    return divisor
+
+
+def extractor_kwargs(
+    extractor_class: type[BaseFeaturesExtractor], kwargs: dict[str, Any] | None, divisor: int
+) -> dict[str, Any]:
+    """``features_extractor_kwargs`` with the policy's ``divisor`` passed on to usrl's extractors."""
+    kwargs = dict(kwargs or {})
+    if issubclass(extractor_class, BaseFeaturesExtractor) and extractor_class.__module__.startswith("usrl."):
+        kwargs.setdefault("divisor", divisor)
+    return kwargs
+
+
+class SlimmablePolicyMixin:
+    """``set_width`` / ``get_width`` for a policy whose slimmable layers share one width control."""
+
+    def set_width(self, width: float) -> None:
+        """Act and predict at ``width`` from now on (``ValueError`` outside ``width_range``)."""
+        set_width(self, width)  # type: ignore[arg-type]
+
+    def get_width(self) -> float:
+        """The width the policy currently runs at."""
+        return get_width(self)  # type: ignore[arg-type]
+
+
+class SlimmableAlgorithmMixin:
+    """Width handling of a US algorithm (put it before the SB3 class in the bases).
+
+    Holds the sandwich settings (``n_widths``, ``distill``, ``distill_weight``,
+    ``width_sampling``), a seeded generator for the random widths that is saved with the
+    model, the width used to collect experience (``rollout_width``), ``set_width`` and
+    ``predict(..., width=)``.
+    """
+
+    policy: Any
+    seed: int | None
+    n_widths: int
+    distill: str | None
+    distill_weight: float
+    width_sampling: str
+    rollout_width: float | None
+    width_generator: th.Generator | None
+
+    def _init_widths(
+        self,
+        n_widths: int,
+        distill: str | None,
+        distill_modes: tuple[str | None, ...],
+        distill_weight: float,
+        rollout_width: float | None,
+        width_sampling: str,
+    ) -> None:
+        """Validate and store the sandwich settings (call before SB3's constructor)."""
+        if width_sampling not in WIDTH_SAMPLINGS:
+            raise ValueError(f"width_sampling must be 'sandwich' or 'random', got {width_sampling!r}")
+        if isinstance(n_widths, bool) or not isinstance(n_widths, int) or n_widths < 1:
+            raise ValueError(f"n_widths must be an integer >= 1, got {n_widths!r}")
+        if distill not in distill_modes:
+            raise ValueError(f"distill must be one of {distill_modes}, got {distill!r}")
+        if isinstance(distill_weight, bool) or not (
+            isinstance(distill_weight, (int, float)) and 0.0 <= distill_weight <= 1.0
+        ):
+            raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
+        self.n_widths = n_widths
+        self.distill = distill
+        self.distill_weight = float(distill_weight)
+        self.width_sampling = width_sampling
+        self.rollout_width = rollout_width
+        self.width_generator = None
+
+    def _setup_widths(self, policy_class: type) -> None:
+        """Check the policy, bind the rollout width and seed the width generator (after ``_setup_model``)."""
+        if not isinstance(self.policy, policy_class):
+            raise TypeError(
+                f"{type(self).__name__} needs a slimmable policy ({policy_class.__name__} or a subclass), "
+                f"got {type(self.policy).__name__}"
+            )
+        control = width_control(self.policy)
+        if self.rollout_width is None:
+            self.rollout_width = control.high
+        self.rollout_width = control.check(self.rollout_width)
+        control.width = self.rollout_width
+        if getattr(self, "width_generator", None) is None:  # a loaded model keeps its saved generator state
+            self.width_generator = th.Generator()
+            self.width_generator.manual_seed(int(self.seed) if self.seed is not None else int(np.random.randint(2**31)))
+
+    def _step_widths(self, low: float, high: float) -> list[float]:
+        """The widths of one gradient step: the sandwich (largest first), or uniform random ones."""
+        if self.width_sampling == "sandwich":
+            return sandwich_widths(self.n_widths, low, high, self.width_generator)
+        u = th.rand(self.n_widths, generator=self.width_generator, dtype=th.float64)
+        return [float(x) for x in u * (high - low) + low]
+
+    def _apply_gradients(self, total: th.Tensor, max_grad_norm: float) -> None:
+        """One backward of the summed width losses, one gradient clip, one optimizer step.
+
+        A non-finite loss raises ``FloatingPointError`` before anything is changed.
+        """
+        if not th.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite loss ({total.item()}) at update {self._n_updates + 1}, "  # type: ignore[attr-defined]
+                f"{self.num_timesteps} env steps"  # type: ignore[attr-defined]
+            )
+        self.policy.optimizer.zero_grad()
+        total.backward()
+        th.nn.utils.clip_grad_norm_(self.policy.parameters(), max_grad_norm)
+        self.policy.optimizer.step()
+
+    def set_width(self, width: float) -> None:
+        """Act and predict at ``width`` (also the width used while collecting experience)."""
+        self.rollout_width = width_control(self.policy).check(width)
+        self.policy.set_width(self.rollout_width)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        width: float | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``; ``width`` runs this call at that width (then restores the current one)."""
+        if width is None:
+            return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
+        control = width_control(self.policy)
+        previous = control.width
+        control.set(width)
+        try:
+            return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
+        finally:
+            control.width = previous
