@@ -1,29 +1,32 @@
-"""US-DQN learns CartPole with its preset, through the CLI, at the full and the smallest width.
+"""US-DQN and US-PPO learn CartPole with their presets, through the CLI, at the full and the smallest width.
 
-The slowest test of the suite (a few minutes on 2 cores): 50k env steps with the shipped
-CartPole preset (sandwich n=4, KL distillation), seed 0, then the run's best_model.zip (chosen
-by full-width evaluation) is evaluated afresh on 10 seeded episodes at widths 1.0 and 0.25.
+The slowest tests of the suite (a few minutes each on 2 cores): the shipped CartPole preset
+(sandwich n=4, KL distillation), seed 0, then the run's best_model.zip (chosen by full-width
+evaluation) is evaluated afresh on 10 seeded episodes at widths 1.0 and 0.25.
 """
 
 import subprocess
 import sys
 from pathlib import Path
 
-from usrl import USDQN
+import pytest
+
 from usrl.envs import make_vec_env
 from usrl.evaluation import evaluate_at_width
+from usrl.train import algorithms
 
 
-def test_cartpole_preset_learns_at_full_and_smallest_width(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("algo", "steps"), [("dqn", 50_000), ("ppo", 40_000)])
+def test_cartpole_preset_learns_at_full_and_smallest_width(algo: str, steps: int, tmp_path: Path) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "usrl.train", "--env", "CartPole-v1", "--seed", "0", "--eval-freq", "5000",
-         "--eval-episodes", "5", "--save-freq", "0", "--verbose", "0"],
+        [sys.executable, "-m", "usrl.train", "--algo", algo, "--env", "CartPole-v1", "-n", str(steps), "--seed", "0",
+         "--eval-freq", "5000", "--eval-episodes", "5", "--save-freq", "0", "--verbose", "0"],
         capture_output=True, text=True, timeout=1500, cwd=tmp_path,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
-    run = tmp_path / "logs" / "dqn" / "CartPole-v1_1"
-    model = USDQN.load(run / "best_model.zip")
-    assert model.num_timesteps <= 50_000 + 256
+    run = tmp_path / "logs" / algo / "CartPole-v1_1"
+    model = algorithms()[algo].load(run / "best_model.zip")
+    assert model.num_timesteps <= steps + 256
     env = make_vec_env("CartPole-v1", n_envs=2, seed=2024)
     returns = {}
     for w in (1.0, 0.25):

@@ -12,33 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from usrl.train import UsageError, UsageParser, final_model_path
-
-
-def parse_widths(items: list[str]) -> list[float]:
-    """``["0.25:1.0:0.05"]`` (start:stop:step, stop included) or ``["0.25", "0.5", ...]``."""
-    if len(items) == 1 and ":" in items[0]:
-        parts = items[0].split(":")
-        try:
-            start, stop, step = (float(p) for p in parts)
-        except ValueError:
-            raise UsageError(f"--widths: malformed grid {items[0]!r}; expected START:STOP:STEP") from None
-        if len(parts) != 3 or step <= 0 or stop < start or not all(map(math.isfinite, (start, stop, step))):
-            raise UsageError(f"--widths: malformed grid {items[0]!r}; expected START:STOP:STEP with STEP > 0")
-        n = int(math.floor((stop - start) / step + 1e-9)) + 1
-        widths = [round(start + i * step, 10) for i in range(n)]
-        return widths if math.isclose(widths[-1], stop) else [*widths, stop]
-    try:
-        return sorted({float(x) for x in items})
-    except ValueError:
-        raise UsageError(f"--widths: not a number in {items!r}") from None
+from usrl.train import final_model_path
+from usrl.utils import UsageError, UsageParser, parse_widths
 
 
 def build_parser() -> argparse.ArgumentParser:

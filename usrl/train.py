@@ -21,7 +21,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 
@@ -35,19 +35,9 @@ from usrl.hyperparams import (
     shipped_presets,
     to_model_kwargs,
 )
+from usrl.utils import UsageError, UsageParser
 
 DEFAULT_EVAL_WIDTHS = [0.25, 0.5, 0.75, 1.0]
-
-
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr with exit code 2."""
-
-
-class UsageParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors raise :class:`UsageError` (one line, exit 2) instead of exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
 
 
 def final_model_path(run_dir: Path, env_id: str) -> Path:

@@ -1,12 +1,46 @@
-"""Small helpers shared by the command-line tools: atomic file writes and run folders."""
+"""Small helpers shared by the command-line tools (RL, vision, SR): one-line usage errors,
+width grids, atomic file writes and run folders. Depends only on the standard library."""
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit code 2."""
+
+
+class UsageParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise :class:`UsageError` (one line, exit 2) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def parse_widths(items: list[str]) -> list[float]:
+    """``["0.25:1.0:0.05"]`` (start:stop:step, stop included) or ``["0.25", "0.5", ...]``."""
+    if len(items) == 1 and ":" in items[0]:
+        parts = items[0].split(":")
+        try:
+            start, stop, step = (float(p) for p in parts)
+        except ValueError:
+            raise UsageError(f"--widths: malformed grid {items[0]!r}; expected START:STOP:STEP") from None
+        if len(parts) != 3 or step <= 0 or stop < start or not all(map(math.isfinite, (start, stop, step))):
+            raise UsageError(f"--widths: malformed grid {items[0]!r}; expected START:STOP:STEP with STEP > 0")
+        n = int(math.floor((stop - start) / step + 1e-9)) + 1
+        widths = [round(start + i * step, 10) for i in range(n)]
+        return widths if math.isclose(widths[-1], stop) else [*widths, stop]
+    try:
+        return sorted({float(x) for x in items})
+    except ValueError:
+        raise UsageError(f"--widths: not a number in {items!r}") from None
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> None:
@@ -41,3 +75,14 @@ def next_run_dir(log_folder: str | Path, algo: str, env_name: str) -> Path:
     pattern = re.compile(rf"^{re.escape(env_name)}_(\d+)$")
     ks = [int(m.group(1)) for p in base.glob(f"{env_name}_*") if (m := pattern.match(p.name))]
     return base / f"{env_name}_{max(ks, default=0) + 1}"
+
+
+def resolve_device(name: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is present, else ``"cpu"``; ``"cuda"`` without one is a UsageError."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
+    return name

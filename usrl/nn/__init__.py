@@ -11,7 +11,7 @@ from usrl.nn.distill import (
     soft_cross_entropy,
 )
 from usrl.nn.export import export_fixed_width
-from usrl.nn.layers import USBatchNorm2d, USConv2d, USGroupNorm, USLinear, share_stem
+from usrl.nn.layers import USBatchNorm2d, USConv2d, USGroupNorm, USLinear, USWNConv2d, share_stem
 from usrl.nn.profiling import profile
 from usrl.nn.sandwich import sandwich_widths
 from usrl.nn.width import (
@@ -37,6 +37,7 @@ __all__ = [
     "USConv2d",
     "USGroupNorm",
     "USLinear",
+    "USWNConv2d",
     "WidthControl",
     "bn_layers",
     "calibrate_bn",

@@ -299,6 +299,50 @@ class USConv2d(_SlimmableLayer):
         )
 
 
+class USWNConv2d(USConv2d):
+    """A weight-normalised :class:`USConv2d`: ``W = g * v / ||v||`` per output channel.
+
+    ``weight`` holds the direction ``v`` and ``weight_g`` the per-output-channel scale ``g``
+    (initialised to ``||v||``, so ``W = v`` at first). At a smaller width the norm is taken over
+    the weights actually used, ``v[:out, :in]``: every width is itself a weight-normalised conv,
+    equal to ``torch.nn.utils.parametrizations.weight_norm`` of a conv holding that slice of
+    ``v`` and ``g``. (Normalising by the full row instead would shrink the narrow widths'
+    filters by a width-dependent factor.) ``to_static`` exports the folded weight as a plain
+    ``nn.Conv2d``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        with torch.no_grad():
+            g = self.weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        self.weight_g = nn.Parameter(g.clone())
+
+    def _folded(self, in_c: int, out_c: int, groups: int) -> Tensor:
+        v = self.weight if groups > 1 or in_c == self.in_channels else self.weight[:, : in_c // groups]
+        if out_c != self.out_channels:
+            v = v[:out_c]
+        norm = v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return v * (self.weight_g[:out_c] / norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        in_c, out_c, groups = self._shape(self.width_control.width)
+        if self._stem_cache is not None:
+            return self._from_stem_cache(x, out_c, 1)
+        bias = self.bias if self.bias is None or out_c == self.out_channels else self.bias[:out_c]
+        return F.conv2d(x, self._folded(in_c, out_c, groups), bias, self.stride, self.padding, self.dilation, groups)
+
+    def _full_forward(self, x: Tensor) -> Tensor:
+        weight = self._folded(self.in_channels, self.out_channels, self.groups)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def to_static(self) -> nn.Conv2d:
+        layer = super().to_static()
+        in_c, out_c, groups = self.shape_at(self.width_control.width)
+        with torch.no_grad():
+            layer.weight.copy_(self._folded(in_c, out_c, groups))
+        return layer
+
+
 def width_key(w: float) -> float:
     """The key under which per-width statistics are stored (width rounded to 6 decimals)."""
     return round(float(w), 6)

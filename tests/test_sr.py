@@ -1,0 +1,269 @@
+"""US-WDSR: shapes per scale and width, sliced weight norm, metrics, the sandwich step, the
+train/evaluate/upscale CLIs on the scikit-image demo data, torchrun, resume and bad input."""
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from usrl.nn import USWNConv2d, export_fixed_width, make_slimmable, width
+from usrl.sr import WDSR, psnr, ssim, wdsr_a, wdsr_b
+from usrl.sr.train import sandwich_step
+
+SMALL = dict(n_feats=16, n_resblocks=2)
+
+
+@pytest.mark.parametrize("factory", [wdsr_a, wdsr_b])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_output_shape_at_every_scale_and_width(factory, scale: int) -> None:  # type: ignore[no-untyped-def]
+    model = factory(scale, **SMALL).eval()
+    x = torch.rand(2, 3, 10, 13)
+    for w in (0.25, 0.6, 1.0):
+        with width(model, w), torch.no_grad():
+            assert model(x).shape == (2, 3, 10 * scale, 13 * scale)
+    head, tail = model.head, model.tail[0]
+    assert head.shape_at(0.25) == (3, 4, 1) and tail.shape_at(0.25) == (4, 3 * scale * scale, 1)
+    assert model.skip[1].shape_at(0.25) == (3, 3 * scale * scale, 1)  # the skip branch never slims
+
+
+def test_default_configs_are_the_wdsr_baselines() -> None:
+    a, b = wdsr_a(2), wdsr_b(2)
+    assert len(a.body) == len(b.body) == 16 and a.head.out_channels == b.head.out_channels == 32
+    assert a.body[0].body[0].out_channels == 128  # wide activation x4
+    assert [m.out_channels for m in b.body[0].body if isinstance(m, USWNConv2d)] == [192, 25, 32]
+
+
+def test_sliced_weight_norm_equals_a_static_weight_normalised_conv_of_the_slice() -> None:
+    conv = make_slimmable(USWNConv2d(24, 40, 3, padding=1, divisor=1))
+    with torch.no_grad():
+        conv.weight_g.mul_(torch.rand_like(conv.weight_g) + 0.5)
+    x = torch.randn(2, 24, 7, 7)
+    for w in (0.25, 0.55, 1.0):
+        in_c, out_c, _ = conv.shape_at(w)
+        ref = nn.utils.parametrizations.weight_norm(nn.Conv2d(in_c, out_c, 3, padding=1))
+        with torch.no_grad():
+            ref.parametrizations.weight.original0.copy_(conv.weight_g[:out_c])
+            ref.parametrizations.weight.original1.copy_(conv.weight[:out_c, :in_c])
+            ref.bias.copy_(conv.bias[:out_c])
+        with width(conv, w):
+            torch.testing.assert_close(conv(x[:, :in_c]), ref(x[:, :in_c]), rtol=1e-5, atol=1e-6)
+        # norm of the used slice: every output filter has norm g at every width
+        with width(conv, w):
+            folded = conv._folded(in_c, out_c, 1)
+        torch.testing.assert_close(folded.flatten(1).norm(dim=1), conv.weight_g[:out_c].flatten())
+
+
+def test_export_of_a_width_equals_the_slimmable_model() -> None:
+    model = wdsr_b(3, **SMALL).eval()
+    x = torch.rand(1, 3, 9, 11)
+    for w in (0.25, 0.7):
+        static = export_fixed_width(model, w)
+        assert not any(isinstance(m, USWNConv2d) for m in static.modules())
+        with width(model, w), torch.no_grad():
+            torch.testing.assert_close(static(x), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_psnr_and_ssim_conventions() -> None:
+    torch.manual_seed(0)
+    hr = torch.rand(3, 32, 32) * 0.5 + 0.25
+    hr = (hr * 255).round() / 255
+    assert psnr(hr, hr) == math.inf and ssim(hr, hr) == pytest.approx(1.0)
+    for k in (1, 4, 10):
+        pred = hr + k / 255  # every pixel off by k levels: MSE = (k / 255)^2
+        assert psnr(pred, hr) == pytest.approx(20 * math.log10(255 / k), abs=1e-9)
+        # on Y the offset is k * (65.481 + 128.553 + 24.966) / 255 levels
+        assert psnr(pred, hr, y_channel=True) == pytest.approx(20 * math.log10(255 / (k * 219.0 / 255)), abs=1e-6)
+    noisy = hr.clone()
+    noisy[:, :2] = 0  # only the shaved border is wrong
+    assert psnr(noisy, hr, shave=2) == math.inf and psnr(noisy, hr) < 40
+    assert ssim(hr + torch.randn_like(hr) * 0.1, hr) < 0.9
+    with pytest.raises(ValueError, match="shape"):
+        psnr(hr, hr[:, :16])
+
+
+@pytest.mark.parametrize(("loss", "weight"), [("mse", 1.0), ("l1", 0.7)])
+def test_sandwich_step_gradients_equal_the_hand_built_losses(loss: str, weight: float) -> None:
+    torch.manual_seed(0)
+    model = wdsr_a(2, **SMALL)
+    with torch.no_grad():
+        model.tail[0].weight_g.fill_(0.5)  # as after some training (it starts at 0: bicubic output)
+    lr, hr = torch.rand(2, 3, 12, 12), torch.rand(2, 3, 24, 24)
+    widths = [1.0, 0.25, 0.6]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    losses = sandwich_step(model, lr, hr, widths, distill=True, distill_weight=weight, distill_loss=loss)
+    assert list(losses) == ["1.000", "0.250", "0.600"]
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    ref = wdsr_a(2, **SMALL)
+    ref.load_state_dict({**model.state_dict(), **before})
+    distill = F.mse_loss if loss == "mse" else F.l1_loss
+    total = 0
+    for i, w in enumerate(widths):
+        with width(ref, w):
+            x = lr - ref.rgb_mean
+            skip = ref.skip(x)
+            if i > 0 and weight == 1.0:
+                skip = skip.detach()  # purely distilled widths do not train the shared skip branch
+            out = ref.tail(ref.body(ref.head(x))) + skip + ref.rgb_mean
+        if i == 0:
+            teacher = out.detach()
+            total = total + F.l1_loss(out, hr)
+        else:
+            total = total + weight * distill(out, teacher) + (1 - weight) * F.l1_loss(out, hr)
+    total.backward()
+    for n, p in ref.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-7)
+    wide = got["body.0.body.0.weight"]  # 64 wide channels: 16 used at w=0.25, 38 at w=0.6
+    assert wide[48:].abs().sum() > 0 and wide[:16].abs().sum() > 0
+    model.zero_grad()
+    sandwich_step(model, lr, hr, [1.0], distill=True, distill_weight=weight, distill_loss=loss)
+    assert not torch.equal(model.body[0].body[0].weight.grad[:16], wide[:16])  # the students added gradient
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from usrl.sr.make_demo_data import main
+
+    root = tmp_path_factory.mktemp("sr") / "demo"
+    assert main([str(root)]) == 0
+    return root
+
+
+def _train(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "usrl.sr.train", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env)  # fmt: skip
+
+
+TINY = ["--n-resblocks", "4", "--n-feats", "16", "--patch-size", "24", "--batch-size", "8", "--workers", "0",
+        "--cache", "--device", "cpu", "--verbose", "0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    res = _train(["--data", str(demo), "--out", str(out), "--steps", "300", "--lr", "1e-3", "--eval-every", "150",
+                  "--save-every", "150", *TINY], out.parent)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_short_training_beats_bicubic_on_held_out_images(trained: Path, demo: Path, tmp_path: Path) -> None:
+    from usrl.sr.evaluate import main
+
+    for name in ("config.json", "checkpoint.pt", "model.pt", "eval.csv"):
+        assert (trained / name).is_file(), name
+    assert list((trained / "tb").glob("events.*"))
+    out = tmp_path / "eval"
+    assert main([str(trained), "--data", str(demo), "--widths", "0.25", "0.5", "1.0", "--out", str(out),
+                 "--device", "cpu"]) == 0  # fmt: skip
+    with open(out / "sr_eval.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["bicubic", "run", "run", "run"]
+    bicubic = float(rows[0]["psnr_rgb"])
+    full = float(rows[-1]["psnr_rgb"])
+    assert full > bicubic + 0.2, (full, bicubic)
+    macs = [int(r["macs"]) for r in rows[1:]]
+    assert macs == sorted(macs) and macs[0] < macs[-1] / 4
+    data = json.loads((out / "sr_eval.json").read_text())
+    assert data["rows"][0]["width"] is None and len(data["rows"]) == 4
+    assert (out / "sr_eval.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_upscale_cli(trained: Path, demo: Path, tmp_path: Path) -> None:
+    from usrl.sr.upscale import main
+
+    src = next((demo / "DIV2K_valid_LR_bicubic" / "X2").glob("*.png"))
+    dst = tmp_path / "up.png"
+    assert main([str(trained), str(src), str(dst), "--width", "0.5", "--device", "cpu"]) == 0
+    w, h = Image.open(src).size
+    assert Image.open(dst).size == (2 * w, 2 * h)
+
+
+def test_resume_continues_to_more_steps(trained: Path, demo: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "model.pt").unlink()
+    res = _train(["--resume", str(run), "--steps", "320", "--device", "cpu"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 320 and (run / "model.pt").is_file()
+    steps = [int(r["step"]) for r in csv.DictReader(open(run / "eval.csv"))]
+    assert steps[0] == 150 and steps[-1] == 320
+    assert len(list((run / "tb").glob("events.*"))) == 2  # same tensorboard folder, a second file
+
+
+def test_torchrun_two_processes_gloo(demo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "USRL_SR_CHECKSUM": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "usrl.sr.train",
+         "--data", str(demo), "--out", str(out), "--steps", "3", "--eval-every", "3", "--save-every", "3", *TINY],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 3 and (out / "model.pt").is_file()
+    sums = sorted(ln.split()[1:] for ln in res.stdout.splitlines() if ln.startswith("rank "))
+    assert [r for r, _, _ in sums] == ["0", "1"] and sums[0][2] == sums[1][2]  # same weights on both ranks
+
+
+def _err(res: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    return lines[0]
+
+
+def test_bad_input_gets_one_line_and_exit_2(demo: Path, trained: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(demo, bad)
+    out = tmp_path / "never"
+    base = ["--out", str(out), "--steps", "2", *TINY]
+    assert "no such data folder" in _err(_train(["--data", str(tmp_path / "nope"), *base], tmp_path))
+    lr_file = next((bad / "DIV2K_train_LR_bicubic" / "X2").glob("*.png"))
+    Image.new("RGB", (7, 7)).save(lr_file)
+    assert "LR/HR size mismatch" in _err(_train(["--data", str(bad), *base], tmp_path))
+    shutil.rmtree(bad / "DIV2K_train_LR_bicubic")
+    (bad / "DIV2K_train_HR" / "notes.txt").write_text("hello")
+    assert "not an image file" in _err(_train(["--data", str(bad), *base], tmp_path))
+    (bad / "DIV2K_train_HR" / "notes.txt").unlink()
+    (bad / "DIV2K_train_HR" / "broken.png").write_bytes(b"not a png")
+    assert "not a readable image" in _err(_train(["--data", str(bad), *base], tmp_path))
+    (bad / "DIV2K_train_HR" / "broken.png").unlink()
+    shutil.rmtree(bad / "DIV2K_valid_HR")
+    assert "missing folder" in _err(_train(["--data", str(bad), *base], tmp_path))
+    assert "--width-range" in _err(_train(["--data", str(demo), *base, "--width-range", "0.5", "0.2"], tmp_path))
+    assert "--patch-size" in _err(_train(["--data", str(demo), *base, "--patch-size", "5000"], tmp_path))
+    assert not out.exists()
+    from usrl.sr.evaluate import main as evaluate
+
+    res = subprocess.run([sys.executable, "-m", "usrl.sr.evaluate", str(trained), "--data", str(demo), "--widths",
+                          "0.1", "1.0"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "outside the model's width range" in _err(res)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00" * 100)
+    res = subprocess.run([sys.executable, "-m", "usrl.sr.upscale", str(corrupt), "a.png", "b.png"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "cannot read" in _err(res)
+    assert evaluate([str(tmp_path / "missing_run"), "--data", str(demo)]) == 2
+    res = subprocess.run([sys.executable, "-m", "usrl.sr.upscale", str(trained), "a.png", "b.png", "--width", "1.5"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "outside the model's width range" in _err(res)
+
+
+def test_wdsr_rejects_bad_configs() -> None:
+    with pytest.raises(ValueError, match="scale"):
+        WDSR(scale=5)
+    with pytest.raises(ValueError, match="arch"):
+        WDSR(arch="edsr")
+    assert np.isfinite(sum(p.sum().item() for p in wdsr_a(4, **SMALL).parameters()))

@@ -1,0 +1,164 @@
+"""PSNR/SSIM-vs-width spectrum of a trained US-WDSR, with the bicubic baseline.
+
+    python -m usrl.sr.evaluate runs/sr/wdsr_a_x2_1 --widths 0.25:1.0:0.05 --data DIR
+
+For each width: mean PSNR and SSIM over the split's images, on RGB and on Y (BT.601), with a
+border of ``scale`` pixels shaved and the output rounded to 8 bits (see ``usrl.sr.metrics``),
+and the MACs and parameters for an LR input of ``--lr-size`` (default 320x180, i.e. 640x360
+output at x2). Bicubic upscaling of the same LR images is the baseline. Writes sr_eval.csv,
+sr_eval.json and sr_eval.png (PSNR against width and against MMACs) to --out (default:
+<run>/eval) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from usrl.nn import profile, width
+from usrl.sr.checkpoint import SRCheckpointError, load_model, resolve_checkpoint
+from usrl.sr.data import ImageDataset, SRDataError, bicubic_resize, find_pairs, to_tensor, to_uint8
+from usrl.sr.metrics import psnr, ssim
+from usrl.sr.models import WDSR
+from usrl.utils import UsageError, UsageParser, atomic_write, atomic_write_text, parse_widths, resolve_device
+
+COLUMNS = ["method", "width", "macs", "params", "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "n_images"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = UsageParser(
+        prog="python -m usrl.sr.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("checkpoint", help="a run folder (its model.pt, else checkpoint.pt) or a .pt file")
+    p.add_argument("--data", required=True, help="data folder in DIV2K's layout")
+    p.add_argument("--split", default="valid", help="split to evaluate (default valid)")
+    p.add_argument("--widths", nargs="+", default=["0.25:1.0:0.05"], help="START:STOP:STEP or a list")
+    p.add_argument("--lr-size", type=int, nargs=2, default=[320, 180], metavar=("W", "H"), help="LR size for MACs")
+    p.add_argument("--out", help="output folder (default: <run>/eval)")
+    p.add_argument("--label", help="name of this model in the outputs")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+def bicubic_upscale(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """PIL bicubic upscaling of an LR image tensor ``(3, h, w)`` by ``scale``."""
+    h, w = lr.shape[-2:]
+    return to_tensor(bicubic_resize(to_uint8(lr), (w * scale, h * scale)))
+
+
+def _scores(outputs: list[torch.Tensor], targets: list[torch.Tensor], shave: int) -> dict[str, float]:
+    return {
+        "psnr_rgb": float(np.mean([psnr(o, t, shave) for o, t in zip(outputs, targets, strict=True)])),
+        "ssim_rgb": float(np.mean([ssim(o, t, shave) for o, t in zip(outputs, targets, strict=True)])),
+        "psnr_y": float(np.mean([psnr(o, t, shave, y_channel=True) for o, t in zip(outputs, targets, strict=True)])),
+        "ssim_y": float(np.mean([ssim(o, t, shave, y_channel=True) for o, t in zip(outputs, targets, strict=True)])),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: WDSR, dataset: ImageDataset, widths: list[float], lr_size: tuple[int, int], device: torch.device | str,
+    label: str = "us",
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per width (and one for bicubic): PSNR/SSIM on RGB and Y, MACs/params for ``lr_size``."""
+    from tqdm import tqdm
+
+    scale = model.scale
+    images = [dataset[i] for i in range(len(dataset))]
+    targets = [hr for _, _, hr in images]
+    rows = [{"method": "bicubic", "width": None, "macs": 0, "params": 0, "n_images": len(images),
+             **_scores([bicubic_upscale(lr, scale) for _, lr, _ in images], targets, scale)}]  # fmt: skip
+    for w in tqdm(widths, desc="widths", unit="width", leave=False, file=sys.stderr):
+        with width(model, w):
+            outputs = [model(lr[None].to(device))[0].cpu() for _, lr, _ in images]
+        cost = profile(model, (3, lr_size[1], lr_size[0]), w)
+        rows.append({"method": label, "width": w, **cost, "n_images": len(images),
+                     **_scores(outputs, targets, scale)})  # fmt: skip
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
+    """PSNR (RGB) against width and against MMACs, with the bicubic level as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model_rows = [r for r in rows if r["method"] != "bicubic"]
+    bicubic = next(r["psnr_rgb"] for r in rows if r["method"] == "bicubic")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, xlabel in ((axes[0], "width", "width"), (axes[1], "macs", "MMACs per LR image")):
+        xs = [r[key] / (1e6 if key == "macs" else 1) for r in model_rows]
+        ax.plot(xs, [r["psnr_rgb"] for r in model_rows], marker="o", ms=3, label=model_rows[0]["method"])
+        ax.axhline(bicubic, color="gray", ls="--", label="bicubic")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("PSNR (dB, RGB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), suffix=".png")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m usrl.sr.evaluate``; returns the exit code."""
+    try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+        device = resolve_device(args.device)
+        widths = parse_widths(args.widths)
+        try:
+            model, data = load_model(args.checkpoint, device)
+        except SRCheckpointError as exc:
+            raise UsageError(str(exc)) from None
+        low, high = model.config["width_range"]
+        for w in widths:
+            if not low <= w <= high:
+                raise UsageError(f"--widths: {w:g} is outside the model's width range [{low:g}, {high:g}]")
+        if min(args.lr_size) < 1:
+            raise UsageError(f"--lr-size must be positive, got {args.lr_size}")
+        try:
+            dataset = ImageDataset(find_pairs(args.data, args.split, model.scale), model.scale)
+        except SRDataError as exc:
+            raise UsageError(str(exc)) from None
+        ckpt = resolve_checkpoint(args.checkpoint)
+        out = Path(args.out) if args.out else ckpt.parent / "eval"
+        label = args.label or ckpt.parent.name
+        rows = evaluate(model, dataset, widths, tuple(args.lr_size), device, label)  # type: ignore[arg-type]
+    except UsageError as exc:
+        print(f"usrl.sr.evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "sr_eval.csv", buf.getvalue())
+    meta = {
+        "checkpoint": str(ckpt),
+        "config": model.config,
+        "split": args.split,
+        "lr_size": args.lr_size,
+        "step": data.get("step"),
+        "conventions": "RGB and BT.601 Y, border of scale pixels shaved, 8-bit rounding",
+    }
+    atomic_write_text(out / "sr_eval.json", json.dumps({**meta, "rows": rows}, indent=1))  # fmt: skip
+    plot(rows, f"US-{model.config['arch'].upper()} x{model.scale} on {args.split}", out / "sr_eval.png")
+    print(f"{'method':>12} {'width':>6} {'MMACs':>9} {'PSNR':>7} {'SSIM':>7} {'PSNR-Y':>7} {'SSIM-Y':>7}")
+    for r in rows:
+        w = "-" if r["width"] is None else f"{r['width']:.3f}"
+        print(f"{r['method'][:12]:>12} {w:>6} {r['macs'] / 1e6:>9.1f} {r['psnr_rgb']:>7.2f} "
+              f"{r['ssim_rgb']:>7.4f} {r['psnr_y']:>7.2f} {r['ssim_y']:>7.4f}")  # fmt: skip
+    print(f"Wrote {out / 'sr_eval.csv'}, sr_eval.json, sr_eval.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
