@@ -48,11 +48,10 @@ def psnr(pred: Tensor, target: Tensor, shave: int = 0, y_channel: bool = False) 
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> Tensor:
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).view(1, 1, size, size)
+    return g / g.sum()
 
 
 def ssim(pred: Tensor, target: Tensor, shave: int = 0, y_channel: bool = False) -> float:
@@ -61,12 +60,13 @@ def ssim(pred: Tensor, target: Tensor, shave: int = 0, y_channel: bool = False) 
     if pred.dim() == 3:
         pred, target = pred[None], target[None]
     c = pred.shape[1]
-    win = _gaussian_window().to(pred.device).expand(c, 1, 11, 11)
+    g = _gaussian_1d().to(pred.device)
+    rows, cols = g.view(1, 1, 11, 1).expand(c, 1, 11, 1), g.view(1, 1, 1, 11).expand(c, 1, 1, 11)
     if min(pred.shape[-2:]) < 11:
         raise ValueError(f"SSIM needs images of at least 11x11 pixels after shaving, got {tuple(pred.shape[-2:])}")
 
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(t, win, groups=c)
+    def blur(t: Tensor) -> Tensor:  # the 11x11 Gaussian window, as two separable passes
+        return F.conv2d(F.conv2d(t, rows, groups=c), cols, groups=c)
 
     c1, c2 = 0.01**2, 0.03**2
     mu_x, mu_y = blur(pred), blur(target)

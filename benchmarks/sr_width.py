@@ -1,0 +1,233 @@
+"""One US-WDSR against individually trained WDSRs at each width, and US without distillation.
+
+On the scikit-image demo data (python -m usrl.sr.make_demo_data; train: 6 images, valid:
+chelsea and rocket), x2, trains over several seeds:
+  * us              US-WDSR-A: sandwich rule (n=4) + inplace distillation (MSE to the full width)
+  * us_no_distill   US-WDSR-A, every width on the HR images
+  * individual_<w>  a WDSR-A of width w alone (the width-w sub-network, n_widths=1)
+with the same steps, batch and patches each, evaluates every model on the valid images (RGB
+PSNR, border of 2 shaved, 8-bit rounding; see usrl.sr.metrics), and writes
+benchmarks/results/sr_<task>.md, sr_<task>.png and sr_<task>_crops.png (bicubic / widths / HR of
+one crop, from the us model of the first seed). Finished cells are kept under
+benchmarks/results/cells/sr_<task>/ and skipped on rerun.
+
+    python benchmarks/sr_width.py --task demo --seeds 0 1 2 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+WIDTHS = [0.25, 0.5, 0.75, 1.0]
+GRID = [0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0]
+# CPU-scale: a reduced WDSR-A (16 features, 4 blocks) so that a cell trains in about a minute here
+TASKS: dict[str, dict[str, Any]] = {
+    "demo": {
+        "scale": 2, "steps": 600, "train": ["--n-feats", "16", "--n-resblocks", "4", "--patch-size", "24",
+                                            "--batch-size", "8", "--lr", "1e-3"],
+    },
+    "tiny": {"scale": 2, "steps": 20, "train": ["--n-feats", "8", "--n-resblocks", "1", "--patch-size", "16",
+                                                "--batch-size", "4", "--lr", "1e-3"]},
+}  # fmt: skip
+METHODS = ["us", "us_no_distill", *(f"individual_{w}" for w in WIDTHS)]
+
+
+def method_args(method: str) -> tuple[list[str], list[float]]:
+    """Extra training flags of a method, and the widths its model is evaluated at."""
+    if method.startswith("individual_"):
+        w = method.split("_")[1]
+        return ["--width-range", w, w, "--n-widths", "1"], [float(w)]
+    return (["--no-distill"] if method == "us_no_distill" else []), GRID
+
+
+def run_cell(task: str, method: str, seed: int, data: str, out_dir: str, crops_seed: int) -> dict[str, Any]:
+    """Train and evaluate one (method, seed) cell; writes and returns its JSON."""
+    import torch
+
+    from usrl.sr.checkpoint import load_model
+    from usrl.sr.data import ImageDataset, find_pairs
+    from usrl.sr.evaluate import evaluate
+    from usrl.sr.train import main as train
+    from usrl.utils import atomic_write_text
+
+    cfg = TASKS[task]
+    extra, widths = method_args(method)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        args = ["--data", data, "--out", str(run), "--scale", str(cfg["scale"]), "--steps", str(cfg["steps"]),
+                "--seed", str(seed), "--eval-every", "0", "--save-every", str(cfg["steps"]), "--workers", "0",
+                "--cache", "--device", "cpu", "--verbose", "0", *cfg["train"], *extra]  # fmt: skip
+        t0 = time.perf_counter()
+        if train(args) != 0:
+            raise RuntimeError(f"training failed: {args}")
+        train_time = time.perf_counter() - t0
+        model, _ = load_model(run / "model.pt")
+        rows = evaluate(model, ImageDataset(find_pairs(data, "valid", cfg["scale"]), cfg["scale"]), widths,
+                        (320, 180), "cpu", method)  # fmt: skip
+        if method == "us" and seed == crops_seed:  # kept for the crops figure (not committed)
+            torch.save({"config": model.config, "model": model.state_dict()}, Path(out_dir) / "us_crops_model.pt")
+    result = {"task": task, "method": method, "seed": seed, "steps": cfg["steps"], "train_time_s": train_time,
+              "rows": rows}  # fmt: skip
+    atomic_write_text(Path(out_dir) / f"{method}_s{seed}.json", json.dumps(result, indent=1))
+    print(f"[sr {task}] {method} seed {seed}: {train_time:.0f}s, PSNR "
+          + ", ".join(f"{r['width']}:{r['psnr_rgb']:.2f}" for r in rows), flush=True)  # fmt: skip
+    return result
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def at(rows: list[dict[str, Any]], w: float, key: str = "psnr_rgb") -> float | None:
+    return next((r[key] for r in rows if r["width"] is not None and abs(r["width"] - w) < 1e-6), None)
+
+
+def crops_image(data: str, cell_dir: Path, out: Path, scale: int) -> None:
+    """bicubic / US at each width / HR of one crop of the first valid image, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from usrl.sr.data import ImageDataset, find_pairs, to_uint8
+    from usrl.sr.evaluate import bicubic_upscale
+    from usrl.sr.models import build_model
+    from usrl.sr.upscale import upscale
+
+    saved = torch.load(cell_dir / "us_crops_model.pt", weights_only=False)
+    model = build_model(saved["config"])
+    model.load_state_dict(saved["model"])
+    model.eval()
+    name, lr, hr = ImageDataset(find_pairs(data, "valid", scale), scale)[0]
+    h, w = hr.shape[-2:]
+    y, x, size = h // 3, w // 3, min(h, w) // 3
+    panels = [("bicubic", bicubic_upscale(lr, scale))] + [(f"US w={v}", upscale(model, lr, v)) for v in WIDTHS]
+    panels.append(("HR", hr))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9))
+    for ax, (title, img) in zip(axes, panels, strict=True):
+        ax.imshow(to_uint8(img)[y : y + size, x : x + size], interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{name}, x{scale}: one crop", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int], out: Path) -> str:
+    """Write sr_<task>.md and sr_<task>.png from the cells; returns the markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from usrl.utils import atomic_write_text
+
+    by: dict[str, list[dict[str, Any]]] = {}
+    for c in cells:
+        by.setdefault(c["method"], []).append(c)
+    bicubic = cells[0]["rows"][0]["psnr_rgb"]
+    fmt = lambda xs: f"{np.mean(xs):.2f} ± {np.std(xs):.2f}" if xs else "–"  # noqa: E731
+    cfg = TASKS[task]
+    lines = [
+        f"# PSNR vs width: US-WDSR-A on the {task} data (x{cfg['scale']})",
+        "",
+        f"Command: `{command}`  ",
+        f"Seeds: {', '.join(map(str, seeds))}; {cfg['steps']} steps per model, flags `{' '.join(cfg['train'])}` "
+        "(a reduced WDSR-A: CPU-scale); valid images chelsea and rocket. PSNR on RGB, border of 2 shaved, 8-bit "
+        "rounding. Numbers: mean over seeds ± std over seeds.",
+        "",
+        f"Bicubic: {bicubic:.2f} dB.",
+        "",
+        "| method | " + " | ".join(f"w={w}" for w in WIDTHS) + " | train time (s) |",
+        "|---|" + "---:|" * (len(WIDTHS) + 1),
+    ]
+    for m in ("us", "us_no_distill"):
+        cs = by.get(m, [])
+        lines.append(f"| {m} | " + " | ".join(fmt([v for c in cs if (v := at(c["rows"], w)) is not None])
+                                               for w in WIDTHS) + f" | {fmt([c['train_time_s'] for c in cs])} |")  # fmt: skip
+    ind = {w: [at(c["rows"], w) for c in by.get(f"individual_{w}", [])] for w in WIDTHS}
+    ind_t = [c["train_time_s"] for m, cs in by.items() if m.startswith("individual_") for c in cs]
+    lines.append("| individual (one net per width) | " + " | ".join(fmt(ind[w]) for w in WIDTHS)
+                 + f" | {fmt(ind_t)} per net |")  # fmt: skip
+    lines += ["", "US minus individual at each width (dB, mean over seeds):", ""]
+    for w in WIDTHS:
+        u = [v for c in by.get("us", []) if (v := at(c["rows"], w)) is not None]
+        if u and ind[w]:
+            lines.append(f"- w={w}: {np.mean(u) - np.mean(ind[w]):+.2f}")
+    text = "\n".join(lines) + "\n"
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for m in ("us", "us_no_distill"):
+        cs = by.get(m, [])
+        if cs:
+            arr = np.array([[at(c["rows"], w) for w in GRID] for c in cs], dtype=float)
+            (line,) = ax.plot(GRID, arr.mean(0), marker="o", ms=3, label=m)
+            ax.fill_between(
+                GRID, arr.mean(0) - arr.std(0), arr.mean(0) + arr.std(0), color=line.get_color(), alpha=0.15
+            )
+    iw = [w for w in WIDTHS if ind[w]]
+    if iw:
+        ax.errorbar(iw, [np.mean(ind[w]) for w in iw], yerr=[np.std(ind[w]) for w in iw], fmt="ks", capsize=4,
+                    label="individual nets")  # fmt: skip
+    ax.axhline(bicubic, color="gray", ls="--", label="bicubic")
+    ax.set_xlabel("width")
+    ax.set_ylabel("PSNR (dB, RGB)")
+    ax.set_title(f"US-WDSR-A x{cfg['scale']} vs individually trained ({len(seeds)} seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"sr_{task}.png", dpi=120)
+    plt.close(fig)
+    atomic_write_text(out / f"sr_{task}.md", text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=sorted(TASKS), default="demo")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--data", help="demo data folder (default: written to benchmarks/.data/sr_demo)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    command = "python benchmarks/sr_width.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cell_dir = args.out / "cells" / f"sr_{args.task}"
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data) if args.data else Path(__file__).parent / ".data" / "sr_demo"
+    if not (data / "DIV2K_train_HR").is_dir():
+        from usrl.sr.make_demo_data import write_demo
+
+        write_demo(data)
+    todo = [(m, s) for s in args.seeds for m in args.methods if not (cell_dir / f"{m}_s{s}.json").exists()]
+    print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
+    jobs = [(args.task, m, s, str(data), str(cell_dir), min(args.seeds)) for m, s in todo]
+    if args.jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as ex:
+            list(ex.map(run_cell, *zip(*jobs, strict=True)))
+    else:
+        for job in jobs:
+            run_cell(*job)
+    cells = [json.loads((cell_dir / f"{m}_s{s}.json").read_text()) for s in args.seeds for m in args.methods]
+    print(report(args.task, cells, command, args.seeds, args.out))
+    if (cell_dir / "us_crops_model.pt").exists():
+        crops_image(str(data), cell_dir, args.out / f"sr_{args.task}_crops.png", TASKS[args.task]["scale"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
