@@ -35,7 +35,7 @@ from usrl.hyperparams import (
     shipped_presets,
     to_model_kwargs,
 )
-from usrl.utils import UsageError, UsageParser
+from usrl.utils import UsageError, UsageParser, cli_main
 
 DEFAULT_EVAL_WIDTHS = [0.25, 0.5, 0.75, 1.0]
 
@@ -410,16 +410,12 @@ def run(job: Job) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m usrl.train``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    try:
+
+    def body() -> int:
         args = build_parser().parse_args(argv)
-        job = prepare(args, argv)
-        return run(job)
-    except UsageError as exc:
-        print(f"usrl.train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("usrl.train: interrupted", file=sys.stderr)
-        return 130
+        return run(prepare(args, argv))
+
+    return cli_main("usrl.train", body)
 
 
 if __name__ == "__main__":

@@ -86,3 +86,18 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
     return name
+
+
+def cli_main(prog: str, body: Callable[[], int]) -> int:
+    """Run a command's ``body`` and turn a :class:`UsageError` into one line on stderr and exit
+    code 2, and Ctrl-C into exit code 130. Returns the exit code."""
+    import sys
+
+    try:
+        return body()
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

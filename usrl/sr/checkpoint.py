@@ -51,3 +51,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[WD
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise SRCheckpointError(f"{resolve_checkpoint(path)}: weights do not fit its config: {exc}") from None
     return model.to(device).eval(), data
+
+
+def load_model_for_cli(
+    path: str | Path, device: str | torch.device, widths: list[float]
+) -> tuple[WDSR, dict[str, Any]]:
+    """:func:`load_model` for the command-line tools: any problem with the checkpoint, or a width
+    outside the model's range, becomes a one-line ``UsageError``."""
+    from usrl.utils import UsageError
+
+    try:
+        model, data = load_model(path, device)
+    except SRCheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    low, high = model.config["width_range"]
+    for w in widths:
+        if not low <= w <= high:
+            raise UsageError(f"width {w:g} is outside the model's width range [{low:g}, {high:g}]")
+    return model, data

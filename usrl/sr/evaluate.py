@@ -24,11 +24,19 @@ import numpy as np
 import torch
 
 from usrl.nn import profile, width
-from usrl.sr.checkpoint import SRCheckpointError, load_model, resolve_checkpoint
+from usrl.sr.checkpoint import load_model_for_cli, resolve_checkpoint
 from usrl.sr.data import ImageDataset, SRDataError, bicubic_resize, find_pairs, to_tensor, to_uint8
 from usrl.sr.metrics import psnr, ssim
 from usrl.sr.models import WDSR
-from usrl.utils import UsageError, UsageParser, atomic_write, atomic_write_text, parse_widths, resolve_device
+from usrl.utils import (
+    UsageError,
+    UsageParser,
+    atomic_write,
+    atomic_write_text,
+    cli_main,
+    parse_widths,
+    resolve_device,
+)
 
 COLUMNS = ["method", "width", "macs", "params", "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "n_images"]
 
@@ -109,33 +117,19 @@ def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m usrl.sr.evaluate``; returns the exit code."""
+def _run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    widths = parse_widths(args.widths)
+    model, data = load_model_for_cli(args.checkpoint, device, widths)
+    if min(args.lr_size) < 1:
+        raise UsageError(f"--lr-size must be positive, got {args.lr_size}")
     try:
-        args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-        device = resolve_device(args.device)
-        widths = parse_widths(args.widths)
-        try:
-            model, data = load_model(args.checkpoint, device)
-        except SRCheckpointError as exc:
-            raise UsageError(str(exc)) from None
-        low, high = model.config["width_range"]
-        for w in widths:
-            if not low <= w <= high:
-                raise UsageError(f"--widths: {w:g} is outside the model's width range [{low:g}, {high:g}]")
-        if min(args.lr_size) < 1:
-            raise UsageError(f"--lr-size must be positive, got {args.lr_size}")
-        try:
-            dataset = ImageDataset(find_pairs(args.data, args.split, model.scale), model.scale)
-        except SRDataError as exc:
-            raise UsageError(str(exc)) from None
-        ckpt = resolve_checkpoint(args.checkpoint)
-        out = Path(args.out) if args.out else ckpt.parent / "eval"
-        label = args.label or ckpt.parent.name
-        rows = evaluate(model, dataset, widths, tuple(args.lr_size), device, label)  # type: ignore[arg-type]
-    except UsageError as exc:
-        print(f"usrl.sr.evaluate: error: {exc}", file=sys.stderr)
-        return 2
+        dataset = ImageDataset(find_pairs(args.data, args.split, model.scale), model.scale)
+    except SRDataError as exc:
+        raise UsageError(str(exc)) from None
+    ckpt = resolve_checkpoint(args.checkpoint)
+    out = Path(args.out) if args.out else ckpt.parent / "eval"
+    rows = evaluate(model, dataset, widths, tuple(args.lr_size), device, args.label or ckpt.parent.name)  # type: ignore[arg-type]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
@@ -158,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ssim_rgb']:>7.4f} {r['psnr_y']:>7.2f} {r['ssim_y']:>7.4f}")  # fmt: skip
     print(f"Wrote {out / 'sr_eval.csv'}, sr_eval.json, sr_eval.png")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m usrl.sr.evaluate``; returns the exit code."""
+    return cli_main("usrl.sr.evaluate", lambda: _run(build_parser().parse_args(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

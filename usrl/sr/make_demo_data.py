@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from usrl.sr.data import bicubic_downscale, bicubic_resize, crop_to_scale, hr_dir, lr_dir
-from usrl.utils import UsageError, UsageParser, atomic_write
+from usrl.utils import UsageError, UsageParser, atomic_write, cli_main
 
 TRAIN = ["astronaut", "coffee", "immunohistochemistry", "hubble_deep_field", "retina", "stereo_motorcycle"]
 VALID = ["chelsea", "rocket"]
@@ -55,27 +55,26 @@ def write_demo(root: Path, with_lr: bool = True) -> dict[str, list[str]]:
     return splits
 
 
+def _run(args: argparse.Namespace) -> int:
+    try:
+        import skimage.data  # noqa: F401
+    except ImportError:
+        raise UsageError('scikit-image is needed for the demo images: pip install -e ".[demo]"') from None
+    out = Path(args.out)
+    if hr_dir(out, "train").exists():
+        raise UsageError(f"{out} already holds a dataset")
+    splits = write_demo(out, with_lr=not args.hr_only)
+    print(f"Wrote {len(splits['train'])} train and {len(splits['valid'])} valid images to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m usrl.sr.make_demo_data``."""
     p = UsageParser(prog="python -m usrl.sr.make_demo_data", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("out", help="folder to write (DIV2K layout)")
     p.add_argument("--hr-only", action="store_true", help="no LR folders: training makes LR images on the fly")
-    try:
-        args = p.parse_args(sys.argv[1:] if argv is None else argv)
-        try:
-            import skimage.data  # noqa: F401
-        except ImportError:
-            raise UsageError('scikit-image is needed for the demo images: pip install -e ".[demo]"') from None
-        out = Path(args.out)
-        if hr_dir(out, "train").exists():
-            raise UsageError(f"{out} already holds a dataset")
-        splits = write_demo(out, with_lr=not args.hr_only)
-    except UsageError as exc:
-        print(f"usrl.sr.make_demo_data: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"Wrote {len(splits['train'])} train and {len(splits['valid'])} valid images to {out}")
-    return 0
+    return cli_main("usrl.sr.make_demo_data", lambda: _run(p.parse_args(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE, SRCheckpointError, r
 from usrl.sr.data import ImageDataset, PatchDataset, SRDataError, find_pairs
 from usrl.sr.metrics import psnr
 from usrl.sr.models import ARCHS, SCALES, WDSR, build_model
-from usrl.utils import UsageError, UsageParser, atomic_write, atomic_write_text, next_run_dir, resolve_device
+from usrl.utils import UsageError, UsageParser, atomic_write, atomic_write_text, cli_main, next_run_dir, resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,16 +373,11 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None) ->
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m usrl.sr.train``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = build_parser().parse_args(argv)
-        args, run_dir, ckpt = prepare(args)
-        return run(args, run_dir, ckpt)
-    except UsageError as exc:
-        print(f"usrl.sr.train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("usrl.sr.train: interrupted", file=sys.stderr)
-        return 130
+
+    def body() -> int:
+        return run(*prepare(build_parser().parse_args(argv)))
+
+    return cli_main("usrl.sr.train", body)
 
 
 if __name__ == "__main__":

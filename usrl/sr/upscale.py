@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from usrl.nn import width
-from usrl.sr.checkpoint import SRCheckpointError, load_model
+from usrl.sr.checkpoint import load_model_for_cli
 from usrl.sr.data import SRDataError, load_rgb, to_tensor, to_uint8
-from usrl.utils import UsageError, UsageParser, atomic_write, resolve_device
+from usrl.utils import UsageError, UsageParser, atomic_write, cli_main, resolve_device
 
 
 def upscale(model: torch.nn.Module, image: torch.Tensor, w: float) -> torch.Tensor:
@@ -25,8 +25,7 @@ def upscale(model: torch.nn.Module, image: torch.Tensor, w: float) -> torch.Tens
         return model(image[None].to(device))[0].clamp(0, 1).cpu()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m usrl.sr.upscale``; returns the exit code."""
+def build_parser() -> argparse.ArgumentParser:
     p = UsageParser(prog="python -m usrl.sr.upscale", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("checkpoint", help="a run folder or a .pt file")
@@ -34,30 +33,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output", help="where to write the PNG")
     p.add_argument("--width", type=float, default=None, help="network width (default: the largest)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    model, _ = load_model_for_cli(args.checkpoint, device, [] if args.width is None else [args.width])
+    w = model.config["width_range"][1] if args.width is None else args.width
+    if not Path(args.input).is_file():
+        raise UsageError(f"no such image: {args.input}")
     try:
-        args = p.parse_args(sys.argv[1:] if argv is None else argv)
-        device = resolve_device(args.device)
-        try:
-            model, _ = load_model(args.checkpoint, device)
-        except SRCheckpointError as exc:
-            raise UsageError(str(exc)) from None
-        low, high = model.config["width_range"]
-        w = high if args.width is None else args.width
-        if not low <= w <= high:
-            raise UsageError(f"--width {w:g} is outside the model's width range [{low:g}, {high:g}]")
-        if not Path(args.input).is_file():
-            raise UsageError(f"no such image: {args.input}")
-        try:
-            image = to_tensor(load_rgb(Path(args.input)))
-        except SRDataError as exc:
-            raise UsageError(str(exc)) from None
-        out = upscale(model, image, w)
-    except UsageError as exc:
-        print(f"usrl.sr.upscale: error: {exc}", file=sys.stderr)
-        return 2
+        image = to_tensor(load_rgb(Path(args.input)))
+    except SRDataError as exc:
+        raise UsageError(str(exc)) from None
+    out = upscale(model, image, w)
     atomic_write(args.output, lambda tmp: Image.fromarray(to_uint8(out)).save(tmp, format="PNG"), suffix=".png")
     print(f"Wrote {args.output} ({out.shape[2]}x{out.shape[1]}, width {w:g})")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m usrl.sr.upscale``; returns the exit code."""
+    return cli_main("usrl.sr.upscale", lambda: _run(build_parser().parse_args(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":
