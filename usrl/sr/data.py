@@ -44,7 +44,8 @@ def lr_dir(root: Path, split: str, scale: int) -> Path:
     return root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
 
 
-def _image_size(path: Path) -> tuple[int, int]:
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, from its header."""
     try:
         with Image.open(path) as im:
             return im.size
@@ -69,7 +70,7 @@ def find_pairs(root: str | Path, split: str, scale: int) -> list[Pair]:
     ldir = lr_dir(root, split, scale)
     pairs = []
     for hr in files:
-        w, h = _image_size(hr)
+        w, h = image_size(hr)
         if w < scale or h < scale:
             raise SRDataError(f"image too small for scale {scale}: {hr} is {w}x{h}")
         lr = None
@@ -77,7 +78,7 @@ def find_pairs(root: str | Path, split: str, scale: int) -> list[Pair]:
             lr = ldir / f"{hr.stem}x{scale}{hr.suffix}"
             if not lr.is_file():
                 raise SRDataError(f"missing LR image {lr} for {hr}")
-            lw, lh = _image_size(lr)
+            lw, lh = image_size(lr)
             if (lw, lh) != (w // scale, h // scale):
                 raise SRDataError(
                     f"LR/HR size mismatch: {lr} is {lw}x{lh}, expected {w // scale}x{h // scale} for {hr} ({w}x{h}) at x{scale}"

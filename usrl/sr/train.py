@@ -240,11 +240,11 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Path, dict[st
         find_pairs(args.data, "valid", args.scale)
     except SRDataError as exc:
         raise UsageError(str(exc)) from None
-    from usrl.sr.data import load_pair
+    from usrl.sr.data import image_size
 
-    lr0, _ = load_pair(train_pairs[0], args.scale)
-    if min(lr0.shape[:2]) < args.patch_size:
-        raise UsageError(f"--patch-size {args.patch_size} exceeds the LR size of {train_pairs[0].hr}")
+    for pair in train_pairs:  # header reads only
+        if min(image_size(pair.hr)) // args.scale < args.patch_size:
+            raise UsageError(f"--patch-size {args.patch_size} exceeds the LR size of {pair.hr}")
     return args, run_dir, ckpt
 
 
