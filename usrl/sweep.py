@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from usrl.train import final_model_path
-from usrl.utils import UsageError, UsageParser, parse_widths
+from usrl.utils import UsageError, UsageParser, cli_main, parse_widths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,39 +149,39 @@ def plot(rows_by_label: dict[str, list[dict[str, Any]]], title: str, path: Path)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m usrl.sweep``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = build_parser().parse_args(argv)
-        if args.episodes < 1 or args.n_envs < 1:
-            raise UsageError("--episodes and --n-envs must be >= 1")
-        widths = parse_widths(args.widths)
-        zip_path, algo, env_name, default_out = _locate(args)
-        compare = _load_compare(args.compare)
-        from usrl.envs import UnknownEnvError, make_vec_env, resolve_env
-        from usrl.train import algorithms
+    return cli_main("usrl.sweep", lambda: _run(argv))
 
-        algos = algorithms()
-        if algo not in algos:
-            raise UsageError(f"unknown algorithm {algo!r}; choose from {', '.join(algos)}")
-        try:
-            spec = resolve_env(env_name)
-        except UnknownEnvError as exc:
-            raise UsageError(str(exc)) from None
-        try:
-            model = algos[algo].load(zip_path, device=args.device)
-        except Exception as exc:
-            raise UsageError(f"cannot load {zip_path}: {type(exc).__name__}: {exc}") from None
-        low, high = model.policy.width_range
-        bad = [w for w in widths if not low <= w <= high]
-        if bad:
-            raise UsageError(f"--widths: {bad[0]:g} is outside the model's width range [{low:g}, {high:g}]")
-        env = make_vec_env(spec, n_envs=args.n_envs, seed=args.seed)
-        if env.observation_space.shape != model.observation_space.shape:
-            raise UsageError(
-                f"{env_name} observations {env.observation_space.shape} do not fit the model's {model.observation_space.shape}"
-            )
-    except UsageError as exc:
-        print(f"usrl.sweep: error: {exc}", file=sys.stderr)
-        return 2
+
+def _run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.episodes < 1 or args.n_envs < 1:
+        raise UsageError("--episodes and --n-envs must be >= 1")
+    widths = parse_widths(args.widths)
+    zip_path, algo, env_name, default_out = _locate(args)
+    compare = _load_compare(args.compare)
+    from usrl.envs import UnknownEnvError, make_vec_env, resolve_env
+    from usrl.train import algorithms
+
+    algos = algorithms()
+    if algo not in algos:
+        raise UsageError(f"unknown algorithm {algo!r}; choose from {', '.join(algos)}")
+    try:
+        spec = resolve_env(env_name)
+    except UnknownEnvError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        model = algos[algo].load(zip_path, device=args.device)
+    except Exception as exc:
+        raise UsageError(f"cannot load {zip_path}: {type(exc).__name__}: {exc}") from None
+    low, high = model.policy.width_range
+    bad = [w for w in widths if not low <= w <= high]
+    if bad:
+        raise UsageError(f"--widths: {bad[0]:g} is outside the model's width range [{low:g}, {high:g}]")
+    env = make_vec_env(spec, n_envs=args.n_envs, seed=args.seed)
+    if env.observation_space.shape != model.observation_space.shape:
+        raise UsageError(
+            f"{env_name} observations {env.observation_space.shape} do not fit the model's {model.observation_space.shape}"
+        )
 
     rows = sweep(model, env, widths, args.episodes, args.seed)
     env.close()
