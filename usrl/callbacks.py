@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import random
 from dataclasses import fields
@@ -17,7 +16,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from usrl.evaluation import WidthResult, evaluate_at_width
-from usrl.utils import atomic_write, atomic_write_text
+from usrl.utils import atomic_write, atomic_write_csv, atomic_write_text
 
 EVAL_COLUMNS = ["timesteps"] + [f.name for f in fields(WidthResult)]
 
@@ -35,11 +34,7 @@ def read_evaluations(path: Path) -> list[dict[str, Any]]:
 
 def write_evaluations(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write all rows of ``evaluations.csv`` atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=EVAL_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, rows, EVAL_COLUMNS)
 
 
 class PeriodicCallback(BaseCallback):

@@ -68,6 +68,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def atomic_write_csv(path: str | Path, rows: list[dict], fieldnames: list[str]) -> None:
+    """Write ``rows`` (dicts keyed by ``fieldnames``) as a CSV file with a header, atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
 def next_run_dir(log_folder: str | Path, algo: str, env_name: str) -> Path:
     """``<log_folder>/<algo>/<env_name>_<k>`` with ``k`` one above the highest existing (from 1),
     as rl-zoo3 numbers its runs. The folder is not created."""

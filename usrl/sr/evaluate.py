@@ -13,8 +13,6 @@ sr_eval.json and sr_eval.png (PSNR against width and against MMACs) to --out (de
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -32,6 +30,7 @@ from usrl.utils import (
     UsageError,
     UsageParser,
     atomic_write,
+    atomic_write_csv,
     atomic_write_text,
     cli_main,
     parse_widths,
@@ -130,11 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.parent / "eval"
     rows = evaluate(model, dataset, widths, tuple(args.lr_size), device, args.label or ckpt.parent.name)  # type: ignore[arg-type]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "sr_eval.csv", buf.getvalue())
+    atomic_write_csv(out / "sr_eval.csv", rows, COLUMNS)
     meta = {
         "checkpoint": str(ckpt),
         "config": model.config,

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import os
 import random
@@ -37,7 +35,16 @@ from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE, SRCheckpointError, r
 from usrl.sr.data import ImageDataset, PatchDataset, SRDataError, find_pairs
 from usrl.sr.metrics import psnr
 from usrl.sr.models import ARCHS, SCALES, WDSR, build_model
-from usrl.utils import UsageError, UsageParser, atomic_write, atomic_write_text, cli_main, next_run_dir, resolve_device
+from usrl.utils import (
+    UsageError,
+    UsageParser,
+    atomic_write,
+    atomic_write_csv,
+    atomic_write_text,
+    cli_main,
+    next_run_dir,
+    resolve_device,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,14 +206,6 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _write_eval(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["step", "width", "psnr"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
 def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Path, dict[str, Any] | None]:
     """Validate everything (data included) before anything is written; returns (args, run dir, checkpoint)."""
     ckpt = None
@@ -343,7 +342,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None) ->
                     for w, value in result.items():
                         eval_rows.append({"step": step, "width": w, "psnr": round(value, 4)})
                         writer.add_scalar(f"eval/psnr_w{w:.2f}", value, step)  # type: ignore[union-attr]
-                    _write_eval(run_dir / "eval.csv", eval_rows)
+                    atomic_write_csv(run_dir / "eval.csv", eval_rows, ["step", "width", "psnr"])
                     if args.verbose:
                         rate = (step - t_step) / (time.perf_counter() - t0)
                         text = ", ".join(f"w={w:g}: {v:.2f} dB" for w, v in result.items())
