@@ -30,10 +30,11 @@ class SRDataError(ValueError):
 
 @dataclass(frozen=True)
 class Pair:
-    """One HR image and, when present on disk, its LR image."""
+    """One HR image (and its ``(width, height)``) and, when present on disk, its LR image."""
 
     hr: Path
     lr: Path | None
+    hr_size: tuple[int, int]
 
 
 def hr_dir(root: Path, split: str) -> Path:
@@ -83,7 +84,7 @@ def find_pairs(root: str | Path, split: str, scale: int) -> list[Pair]:
                 raise SRDataError(
                     f"LR/HR size mismatch: {lr} is {lw}x{lh}, expected {w // scale}x{h // scale} for {hr} ({w}x{h}) at x{scale}"
                 )
-        pairs.append(Pair(hr, lr))
+        pairs.append(Pair(hr, lr, (w, h)))
     return pairs
 
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from usrl.nn import check_width_range, sandwich_widths, width_control
 from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE, SRCheckpointError, read_checkpoint
-from usrl.sr.data import ImageDataset, PatchDataset, SRDataError, find_pairs
+from usrl.sr.data import ImageDataset, Pair, PatchDataset, SRDataError, find_pairs
 from usrl.sr.metrics import psnr
 from usrl.sr.models import ARCHS, SCALES, WDSR, build_model
 from usrl.utils import (
@@ -206,8 +206,11 @@ def _save(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Path, dict[str, Any] | None]:
-    """Validate everything (data included) before anything is written; returns (args, run dir, checkpoint)."""
+def prepare(
+    args: argparse.Namespace,
+) -> tuple[argparse.Namespace, Path, dict[str, Any] | None, dict[str, list[Pair]]]:
+    """Validate everything (data included) before anything is written; returns (args, run dir,
+    checkpoint, the checked image pairs of the train and valid splits)."""
     ckpt = None
     if args.resume:
         run_dir = Path(args.resume)
@@ -235,19 +238,16 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Path, dict[st
             raise UsageError(f"--out: {run_dir} exists and is not empty (use --resume to continue it)")
         args.out = str(run_dir)
     try:
-        train_pairs = find_pairs(args.data, "train", args.scale)
-        find_pairs(args.data, "valid", args.scale)
+        pairs = {split: find_pairs(args.data, split, args.scale) for split in ("train", "valid")}
     except SRDataError as exc:
         raise UsageError(str(exc)) from None
-    from usrl.sr.data import image_size
-
-    for pair in train_pairs:  # header reads only
-        if min(image_size(pair.hr)) // args.scale < args.patch_size:
+    for pair in pairs["train"]:
+        if min(pair.hr_size) // args.scale < args.patch_size:
             raise UsageError(f"--patch-size {args.patch_size} exceeds the LR size of {pair.hr}")
-    return args, run_dir, ckpt
+    return args, run_dir, ckpt, pairs
 
 
-def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None) -> int:
+def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pairs: dict[str, list[Pair]]) -> int:
     """Train; returns the exit code."""
     dist = _Dist(resolve_device(args.device))
     device = dist.device
@@ -277,9 +277,9 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None) ->
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
         )
 
-    train_set = PatchDataset(find_pairs(args.data, "train", args.scale), args.scale, args.patch_size, args.repeat,
+    train_set = PatchDataset(pairs["train"], args.scale, args.patch_size, args.repeat,
                              args.cache)  # fmt: skip
-    valid_set = ImageDataset(find_pairs(args.data, "valid", args.scale), args.scale)
+    valid_set = ImageDataset(pairs["valid"], args.scale)
     sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if dist.world > 1 else None
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=args.workers,
