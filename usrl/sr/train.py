@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from usrl.nn import check_width_range, sandwich_widths, width_control
+from usrl.runtime import Distributed, rng_state, save_atomic, seed_everything, set_rng_state
 from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE, SRCheckpointError, read_checkpoint
 from usrl.sr.data import ImageDataset, Pair, PatchDataset, SRDataError, find_pairs
 from usrl.sr.metrics import psnr
@@ -38,7 +38,6 @@ from usrl.sr.models import ARCHS, SCALES, WDSR, build_model
 from usrl.utils import (
     UsageError,
     UsageParser,
-    atomic_write,
     atomic_write_csv,
     atomic_write_text,
     cli_main,
@@ -98,42 +97,6 @@ def _check_args(args: argparse.Namespace) -> None:
     for w in args.eval_widths or []:
         if not low <= w <= high:
             raise UsageError(f"--eval-widths: {w:g} is outside the width range [{low:g}, {high:g}]")
-
-
-class _Dist:
-    """This process's place under torchrun (or a single process)."""
-
-    def __init__(self, device: str) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = torch.device(device)
-        if self.world > 1:
-            backend = "nccl" if device == "cuda" else "gloo"
-            if device == "cuda":
-                self.device = torch.device("cuda", self.local_rank)
-                torch.cuda.set_device(self.device)
-            torch.distributed.init_process_group(backend)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def close(self) -> None:
-        if self.world > 1:
-            torch.distributed.destroy_process_group()
-
-
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "widths": generator.get_state()}  # fmt: skip
-
-
-def _set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["widths"])
 
 
 def sandwich_step(
@@ -202,10 +165,6 @@ def evaluate_psnr(model: WDSR, dataset: ImageDataset, widths: list[float], devic
     return {w: float(np.mean(v)) for w, v in out.items()}
 
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
 def prepare(
     args: argparse.Namespace,
 ) -> tuple[argparse.Namespace, Path, dict[str, Any] | None, dict[str, list[Pair]]]:
@@ -249,11 +208,9 @@ def prepare(
 
 def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pairs: dict[str, list[Pair]]) -> int:
     """Train; returns the exit code."""
-    dist = _Dist(resolve_device(args.device))
+    dist = Distributed(resolve_device(args.device))
     device = dist.device
-    torch.manual_seed(args.seed + dist.rank)
-    random.seed(args.seed + dist.rank)
-    np.random.seed(args.seed + dist.rank)
+    seed_everything(args.seed + dist.rank)
     config = dict(arch=args.model, scale=args.scale, n_feats=args.n_feats, n_resblocks=args.n_resblocks,
                   width_range=tuple(args.width_range))  # fmt: skip
     model = build_model(config).to(device)
@@ -268,7 +225,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
         scheduler.load_state_dict(ckpt["scheduler"])
         step, eval_rows = int(ckpt["step"]), list(ckpt.get("eval_rows", []))
         if dist.world == 1:
-            _set_rng_state(ckpt["rng"], generator)
+            set_rng_state(ckpt["rng"], generator)
     net: nn.Module = model
     if dist.world > 1:
         # purely distilled widths leave the skip branch out of their graph (see WDSR.forward)
@@ -306,8 +263,8 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
     def checkpoint() -> None:
         payload = {"kind": "usrl.sr", "config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                    "scheduler": scheduler.state_dict(), "step": step, "args": vars(args), "eval_rows": eval_rows,
-                   "rng": _rng_state(generator)}  # fmt: skip
-        _save(run_dir / CHECKPOINT_FILE, payload)
+                   "rng": rng_state(generator)}  # fmt: skip
+        save_atomic(run_dir / CHECKPOINT_FILE, payload)
 
     model.train()
     epoch = step * args.batch_size // max(1, len(train_set))
@@ -362,7 +319,9 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
     if dist.world > 1 and os.environ.get("USRL_SR_CHECKSUM"):  # cross-rank consistency check (the tests use it)
         print(f"rank {dist.rank} checksum {sum(p.double().sum().item() for p in model.parameters()):.12f}", flush=True)
     if dist.main:
-        _save(run_dir / MODEL_FILE, {"kind": "usrl.sr", "config": config, "model": model.state_dict(), "step": step})
+        save_atomic(
+            run_dir / MODEL_FILE, {"kind": "usrl.sr", "config": config, "model": model.state_dict(), "step": step}
+        )
         if args.verbose:
             print(f"Saved {run_dir / MODEL_FILE}", flush=True)
     dist.close()
