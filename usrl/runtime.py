@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from usrl.utils import atomic_write
+from usrl.utils import UsageError, atomic_write
 
 
 class Distributed:
@@ -82,3 +84,73 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 def save_atomic(path: str | Path, payload: Any) -> None:
     """``torch.save(payload, path)`` through a temporary file: a kill leaves the old file or none."""
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+MODEL_FILE = "model.pt"  # final weights + config, in a run folder
+CHECKPOINT_FILE = "checkpoint.pt"  # resumable state, in a run folder
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path is missing, corrupt or holds something else than expected."""
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A ``.pt`` file, or a run folder's ``model.pt`` (else its ``checkpoint.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (MODEL_FILE, CHECKPOINT_FILE):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path} holds no {MODEL_FILE} or {CHECKPOINT_FILE}")
+    if not path.is_file():
+        raise CheckpointError(f"no such checkpoint: {path}")
+    return path
+
+
+def read_checkpoint(path: str | Path, kind: str, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dictionary a usrl trainer saved with ``"kind": kind`` (``CheckpointError`` otherwise,
+    naming the kind it does hold when it is another usrl checkpoint)."""
+    path = resolve_checkpoint(path)
+    try:
+        data = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # truncated zips, pickles of other things, random bytes: many error types
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}") from None
+    found = data.get("kind") if isinstance(data, dict) else None
+    if found != kind or "config" not in data or "model" not in data:
+        held = f" (it holds a {found} model)" if isinstance(found, str) else ""
+        raise CheckpointError(f"{path} is not a {kind} checkpoint{held}")
+    return data
+
+
+def load_model(
+    path: str | Path, kind: str, build: Callable[[dict[str, Any]], nn.Module], device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a ``kind`` checkpoint (built by ``build(config)``), in eval mode on ``device``,
+    and the checkpoint's dictionary."""
+    data = read_checkpoint(path, kind, device)
+    try:
+        model = build(data["config"])
+        model.load_state_dict(data["model"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{resolve_checkpoint(path)}: weights do not fit its config: {exc}") from None
+    return model.to(device).eval(), data
+
+
+def load_model_for_cli(
+    path: str | Path,
+    kind: str,
+    build: Callable[[dict[str, Any]], nn.Module],
+    device: str | torch.device,
+    widths: list[float],
+) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_model` for the command-line tools: any problem with the checkpoint, or a width
+    outside the model's ``config["width_range"]``, becomes a one-line ``UsageError``."""
+    try:
+        model, data = load_model(path, kind, build, device)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
+    low, high = data["config"]["width_range"]
+    for w in widths:
+        if not low <= w <= high:
+            raise UsageError(f"width {w:g} is outside the model's width range [{low:g}, {high:g}]")
+    return model, data
