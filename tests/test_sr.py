@@ -205,7 +205,7 @@ def test_resume_continues_to_more_steps(trained: Path, demo: Path, tmp_path: Pat
 
 def test_torchrun_two_processes_gloo(demo: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "USRL_SR_CHECKSUM": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "USRL_CHECKSUM": "1"}
     res = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "usrl.sr.train",
          "--data", str(demo), "--out", str(out), "--steps", "3", "--eval-every", "3", "--save-every", "3", *TINY],

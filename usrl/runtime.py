@@ -154,3 +154,10 @@ def load_model_for_cli(
         if not low <= w <= high:
             raise UsageError(f"width {w:g} is outside the model's width range [{low:g}, {high:g}]")
     return model, data
+
+
+def report_checksum(model: nn.Module, dist: Distributed) -> None:
+    """Print this rank's sum of all parameters when ``USRL_CHECKSUM`` is set under torchrun: a
+    cross-rank consistency check (the tests compare the ranks' lines)."""
+    if dist.world > 1 and os.environ.get("USRL_CHECKSUM"):
+        print(f"rank {dist.rank} checksum {sum(p.double().sum().item() for p in model.parameters()):.12f}", flush=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from usrl.nn import check_width_range, sandwich_widths, width_control
-from usrl.runtime import Distributed, rng_state, save_atomic, seed_everything, set_rng_state
+from usrl.runtime import Distributed, report_checksum, rng_state, save_atomic, seed_everything, set_rng_state
 from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE, SRCheckpointError, read_checkpoint
 from usrl.sr.data import ImageDataset, Pair, PatchDataset, SRDataError, find_pairs
 from usrl.sr.metrics import psnr
@@ -316,8 +315,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
             bar.close()
         if writer is not None:
             writer.close()
-    if dist.world > 1 and os.environ.get("USRL_SR_CHECKSUM"):  # cross-rank consistency check (the tests use it)
-        print(f"rank {dist.rank} checksum {sum(p.double().sum().item() for p in model.parameters()):.12f}", flush=True)
+    report_checksum(model, dist)
     if dist.main:
         save_atomic(
             run_dir / MODEL_FILE, {"kind": "usrl.sr", "config": config, "model": model.state_dict(), "step": step}

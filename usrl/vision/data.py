@@ -151,7 +151,8 @@ def calibration_loader(
     seed: int = 0, pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:  # fmt: skip
     """Training images with the evaluation transform, shuffled in a fixed order (``seed``): the
-    batches BatchNorm calibration reads. Every process of a distributed run gets the same ones."""
+    batches BatchNorm calibration reads. Every process of a distributed run gets the same ones,
+    and ``usrl.vision.evaluate`` with the trainer's batch size reads the trainer's."""
     return torch.utils.data.DataLoader(
         ImageFolderDataset(samples, classes, CenterCrop(resolution)), batch_size=batch_size, shuffle=True,
         generator=torch.Generator().manual_seed(seed), num_workers=workers, pin_memory=pin_memory,

@@ -43,6 +43,7 @@ from usrl.runtime import (
     CheckpointError,
     Distributed,
     read_checkpoint,
+    report_checksum,
     rng_state,
     save_atomic,
     seed_everything,
@@ -285,7 +286,7 @@ def _loaders(args: argparse.Namespace, data: dict[str, Any], dist: Distributed, 
     return {
         "sampler": sampler,
         "train": torch.utils.data.DataLoader(train_set, shuffle=sampler is None, sampler=sampler, drop_last=True, **common),
-        "calib": calibration_loader(data["train"], data["classes"], res, args.batch_size, args.workers, args.seed, pin),
+        "calib": calibration_loader(data["train"], data["classes"], res, args.batch_size, args.workers, pin_memory=pin),
         "val": torch.utils.data.DataLoader(val_set, sampler=Shard(val_set, dist.rank, dist.world), **common),
     }  # fmt: skip
 
@@ -414,6 +415,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
         if writer is not None:
             writer.close()
 
+    report_checksum(model, dist)
     spectrum = validate(final_widths(args), args.progress)
     if dist.main:
         save_atomic(run_dir / MODEL_FILE, {"kind": KIND, "config": config, "classes": data["classes"],
