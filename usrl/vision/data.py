@@ -150,10 +150,10 @@ def calibration_loader(
     samples: list[tuple[Path, int]], classes: list[str], resolution: int, batch_size: int, workers: int,
     seed: int = 0, pin_memory: bool = False,
 ) -> torch.utils.data.DataLoader:  # fmt: skip
-    """Training images with the evaluation transform, shuffled in a fixed order (``seed``): the
-    batches BatchNorm calibration reads. Every process of a distributed run gets the same ones,
-    and ``usrl.vision.evaluate`` with the trainer's batch size reads the trainer's."""
-    return torch.utils.data.DataLoader(
-        ImageFolderDataset(samples, classes, CenterCrop(resolution)), batch_size=batch_size, shuffle=True,
-        generator=torch.Generator().manual_seed(seed), num_workers=workers, pin_memory=pin_memory,
-    )  # fmt: skip
+    """Training images with the evaluation transform in one fixed shuffled order (``seed``): the
+    batches BatchNorm calibration reads. Every pass yields the same batches, so every width, every
+    process of a distributed run and ``usrl.vision.evaluate`` with the trainer's batch size all
+    calibrate on the same images."""
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    dataset = torch.utils.data.Subset(ImageFolderDataset(samples, classes, CenterCrop(resolution)), order)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin_memory)
