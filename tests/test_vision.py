@@ -193,7 +193,9 @@ def test_train_cli_writes_every_artifact(trained: Path) -> None:
     assert [float(r["width"]) for r in rows] == [0.35, 0.7, 1.0]
     assert all(int(r["n_images"]) == 16 and 0 <= float(r["top1"]) <= float(r["top5"]) <= 100 for r in rows)
     macs = [int(r["macs"]) for r in rows]
-    assert macs == [profile(us_mobilenet_v2(num_classes=4, resolution=32), (3, 32, 32), w)["macs"] for w in (0.35, 0.7, 1.0)]
+    assert macs == [
+        profile(us_mobilenet_v2(num_classes=4, resolution=32), (3, 32, 32), w)["macs"] for w in (0.35, 0.7, 1.0)
+    ]
     assert any(p.name.startswith("events.out.tfevents") for p in (trained / "tb").iterdir())
     history = list(csv.DictReader(open(trained / "history.csv")))
     assert [float(r["width"]) for r in history] == [0.35, 0.675, 1.0] and {r["epoch"] for r in history} == {"1"}
@@ -209,7 +211,8 @@ def test_evaluate_and_export_clis(trained: Path, data: Path, tmp_path: Path) -> 
     # the same calibration batches and the same weights give the trainer's numbers at 0.35 and 1.0
     trainer = {row["width"]: row["top1"] for row in json.loads((trained / "spectrum.json").read_text())["rows"]}
     assert {row["width"]: row["top1"] for row in spectrum["rows"] if row["width"] in trainer} == {
-        w: v for w, v in trainer.items() if w != 0.7}
+        w: v for w, v in trainer.items() if w != 0.7
+    }
 
     for suffix in (".pt2", ".pt"):
         r = _cli("usrl.vision.export", str(trained), "--width", "0.5", "--out", str(tmp_path / f"m{suffix}"),

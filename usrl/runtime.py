@@ -4,6 +4,7 @@ Depends on torch and numpy only."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 from collections.abc import Callable
@@ -161,3 +162,25 @@ def report_checksum(model: nn.Module, dist: Distributed) -> None:
     cross-rank consistency check (the tests compare the ranks' lines)."""
     if dist.world > 1 and os.environ.get("USRL_CHECKSUM"):
         print(f"rank {dist.rank} checksum {sum(p.double().sum().item() for p in model.parameters()):.12f}", flush=True)
+
+
+def load_resume(args: argparse.Namespace, kind: str, total: str) -> tuple[argparse.Namespace, Path, dict[str, Any]]:
+    """For ``--resume RUN_DIR`` (or a checkpoint file): the run's saved arguments, with this
+    invocation's ``--device`` / ``--progress`` and, when given, a new total (``total`` names the
+    flag: ``"steps"`` or ``"epochs"``); the run folder; and the checkpoint. Problems are one-line
+    ``UsageError``s."""
+    path = Path(args.resume)
+    try:
+        ckpt = read_checkpoint(path / CHECKPOINT_FILE if path.is_dir() else path, kind)
+    except CheckpointError as exc:
+        raise UsageError(f"--resume: {exc}") from None
+    saved = argparse.Namespace(**ckpt["args"])
+    saved.device, saved.progress, saved.resume = args.device, args.progress, args.resume
+    new_total = getattr(args, total)
+    if new_total is not None:
+        if new_total < 1:
+            raise UsageError(f"--{total} must be >= 1, got {new_total}")
+        setattr(saved, total, new_total)
+    run_dir = path if path.is_dir() else path.parent
+    saved.out = str(run_dir)  # the folder resumed, wherever it was first written
+    return saved, run_dir, ckpt

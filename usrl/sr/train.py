@@ -29,8 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from usrl.nn import check_width_range, sandwich_widths, width_control
-from usrl.runtime import Distributed, report_checksum, rng_state, save_atomic, seed_everything, set_rng_state
-from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE, SRCheckpointError, read_checkpoint
+from usrl.runtime import (
+    Distributed,
+    load_resume,
+    report_checksum,
+    rng_state,
+    save_atomic,
+    seed_everything,
+    set_rng_state,
+)
+from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE
 from usrl.sr.data import ImageDataset, Pair, PatchDataset, SRDataError, find_pairs
 from usrl.sr.metrics import psnr
 from usrl.sr.models import ARCHS, SCALES, WDSR, build_model
@@ -171,21 +179,7 @@ def prepare(
     checkpoint, the checked image pairs of the train and valid splits)."""
     ckpt = None
     if args.resume:
-        run_dir = Path(args.resume)
-        try:
-            ckpt = read_checkpoint(run_dir / CHECKPOINT_FILE if run_dir.is_dir() else run_dir)
-        except SRCheckpointError as exc:
-            raise UsageError(f"--resume: {exc}") from None
-        saved = argparse.Namespace(**ckpt["args"])
-        saved.device, saved.progress, saved.resume = args.device, args.progress, args.resume
-        if args.steps is not None:
-            if args.steps < 1:
-                raise UsageError(f"--steps must be >= 1, got {args.steps}")
-            saved.steps = args.steps
-        if not run_dir.is_dir():
-            run_dir = run_dir.parent
-        saved.out = str(run_dir)  # the folder resumed, wherever it was first written
-        args = saved
+        args, run_dir, ckpt = load_resume(args, "usrl.sr", "steps")
     else:
         if not args.data:
             raise UsageError("--data is required (or --resume RUN_DIR)")

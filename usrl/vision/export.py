@@ -71,7 +71,9 @@ def _run(args: argparse.Namespace) -> int:
     if not is_calibrated(model, args.width):
         root = args.data or data.get("data") or (data.get("args") or {}).get("data")
         if not root:
-            raise UsageError(f"width {args.width:g} is not calibrated in the checkpoint; --data is needed to calibrate it")
+            raise UsageError(
+                f"width {args.width:g} is not calibrated in the checkpoint; --data is needed to calibrate it"
+            )
         calib, _ = eval_loaders(root, "val", data["classes"], model.config["resolution"], args.batch_size, args.workers)
         calibrate_bn(model, calib, args.width, num_batches=args.calib_batches)
     static = export_fixed_width(model, args.width).cpu()

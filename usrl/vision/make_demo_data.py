@@ -29,7 +29,9 @@ def render_digits(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     images = np.empty((len(digits.images), size, size, 3), dtype=np.uint8)
     for i, img in enumerate(digits.images):
-        ink = np.asarray(Image.fromarray((img / 16.0 * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC))
+        ink = np.asarray(
+            Image.fromarray((img / 16.0 * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+        )
         alpha = (ink.astype(np.float32) / 255.0)[..., None]
         fg, bg = rng.uniform(0, 110, 3), rng.uniform(145, 255, 3)  # dark ink on a light paper, colours vary
         rgb = alpha * fg + (1 - alpha) * bg + rng.normal(0, 12, (size, size, 3))
@@ -66,7 +68,9 @@ def _run(args: argparse.Namespace) -> int:
     if (out / "train").exists() or (out / "val").exists():
         raise UsageError(f"{out} already holds a dataset")
     counts = write_demo(out, args.size, args.val_fraction, args.seed)
-    print(f"Wrote {counts['train']} train and {counts['val']} val images ({args.size}x{args.size}, 10 classes) to {out}")
+    print(
+        f"Wrote {counts['train']} train and {counts['val']} val images ({args.size}x{args.size}, 10 classes) to {out}"
+    )
     return 0
 
 

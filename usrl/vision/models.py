@@ -44,11 +44,9 @@ class ConvBNAct(nn.Sequential):
         ratio: int | tuple[int, int] = 1,
     ) -> None:
         r_out = ratio if isinstance(ratio, int) else ratio[1]
-        layers: list[nn.Module] = [
-            USConv2d(c_in, c_out, kernel_size, stride, kernel_size // 2, groups=groups, bias=False,
-                     slim_in=slim_in, slim_out=slim_out, ratio=ratio),  # fmt: skip
-            USBatchNorm2d(c_out, slim=slim_out, ratio=r_out),
-        ]
+        conv = USConv2d(c_in, c_out, kernel_size, stride, kernel_size // 2, groups=groups, bias=False,
+                        slim_in=slim_in, slim_out=slim_out, ratio=ratio)  # fmt: skip
+        layers: list[nn.Module] = [conv, USBatchNorm2d(c_out, slim=slim_out, ratio=r_out)]
         if act is not None:
             layers.append(act(inplace=True))
         super().__init__(*layers)

@@ -40,9 +40,8 @@ from usrl.nn import check_width_range, sandwich_widths, soft_cross_entropy, widt
 from usrl.runtime import (
     CHECKPOINT_FILE,
     MODEL_FILE,
-    CheckpointError,
     Distributed,
-    read_checkpoint,
+    load_resume,
     report_checksum,
     rng_state,
     save_atomic,
@@ -102,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="area fraction of the random-resized crop")  # fmt: skip
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for digits)")
     p.add_argument("--jitter", type=float, default=0.4, help="brightness/contrast/saturation jitter (0: off)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="fp16 autocast (default: on CUDA)")
+    p.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None, help="fp16 autocast (default: on CUDA)"
+    )
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (0: only at the end)")
     p.add_argument("--eval-widths", type=float, nargs="+", help="default: low, middle and high of the range")
     p.add_argument("--final-widths", nargs="+", help="spectrum grid START:STOP:STEP or a list (default: step 0.05)")
@@ -236,22 +237,10 @@ def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Path, dict[st
     checkpoint or None, the train and val samples and class names)."""
     ckpt = None
     if args.resume:
-        run_dir = Path(args.resume)
-        try:
-            ckpt = read_checkpoint(run_dir / CHECKPOINT_FILE if run_dir.is_dir() else run_dir, KIND)
-        except CheckpointError as exc:
-            raise UsageError(f"--resume: {exc}") from None
-        if args.arch is not None and args.arch != ckpt["config"]["arch"]:
-            raise UsageError(f"--resume: the checkpoint holds a {ckpt['config']['arch']}, not a {args.arch}")
-        saved = argparse.Namespace(**ckpt["args"])
-        saved.device, saved.progress, saved.resume = args.device, args.progress, args.resume
-        if args.epochs is not None:
-            if args.epochs < 1:
-                raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
-            saved.epochs = args.epochs
-        saved.out = str(run_dir if run_dir.is_dir() else run_dir.parent)
-        run_dir = Path(saved.out)
-        args = saved
+        arch = args.arch
+        args, run_dir, ckpt = load_resume(args, KIND, "epochs")
+        if arch is not None and arch != ckpt["config"]["arch"]:
+            raise UsageError(f"--resume: the checkpoint holds a {ckpt['config']['arch']}, not a {arch}")
     else:
         if not args.data:
             raise UsageError("--data is required (or --resume RUN_DIR)")
@@ -280,8 +269,12 @@ def _loaders(args: argparse.Namespace, data: dict[str, Any], dist: Distributed, 
     train_set = ImageFolderDataset(data["train"], data["classes"], augment)
     val_set = ImageFolderDataset(data["val"], data["classes"], CenterCrop(res))
     if len(train_set) < args.batch_size * dist.world:
-        raise UsageError(f"--batch-size {args.batch_size} x {dist.world} processes exceeds the {len(train_set)} training images")
-    common = dict(batch_size=args.batch_size, num_workers=args.workers, pin_memory=pin, persistent_workers=args.workers > 0)
+        raise UsageError(
+            f"--batch-size {args.batch_size} x {dist.world} processes exceeds the {len(train_set)} training images"
+        )
+    common = dict(
+        batch_size=args.batch_size, num_workers=args.workers, pin_memory=pin, persistent_workers=args.workers > 0
+    )
     sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if dist.world > 1 else None
     return {
         "sampler": sampler,
