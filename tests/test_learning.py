@@ -1,4 +1,4 @@
-"""US-DQN (50k steps) and US-PPO (100k, its preset's budget) learn CartPole through the CLI, at the full and the smallest width.
+"""US-DQN (50k steps) and US-PPO (100k, its preset's budget; in test_learning_ppo.py) learn CartPole through the CLI, at the full and the smallest width.
 
 The slowest tests of the suite (a few minutes each on 2 cores): the shipped CartPole preset
 (sandwich n=4, KL distillation), seed 0, then the run's best_model.zip (chosen by full-width
@@ -9,15 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from usrl.envs import make_vec_env
 from usrl.evaluation import evaluate_at_width
 from usrl.train import algorithms
 
 
-@pytest.mark.parametrize(("algo", "steps"), [("dqn", 50_000), ("ppo", 100_000)])
-def test_cartpole_preset_learns_at_full_and_smallest_width(algo: str, steps: int, tmp_path: Path) -> None:
+def check_cartpole_preset_learns(algo: str, steps: int, tmp_path: Path) -> None:
+    """Train ``algo``'s CartPole preset for ``steps`` through the CLI and check its best model."""
     res = subprocess.run(
         [sys.executable, "-m", "usrl.train", "--algo", algo, "--env", "CartPole-v1", "-n", str(steps), "--seed", "0",
          "--eval-freq", "5000", "--eval-episodes", "5", "--save-freq", "0", "--verbose", "0"],
@@ -34,3 +32,7 @@ def test_cartpole_preset_learns_at_full_and_smallest_width(algo: str, steps: int
         returns[w] = evaluate_at_width(model, env, w, 10).mean_return
     assert returns[1.0] >= 195, returns
     assert returns[0.25] >= 150, returns
+
+
+def test_dqn_cartpole_preset_learns_at_full_and_smallest_width(tmp_path: Path) -> None:
+    check_cartpole_preset_learns("dqn", 50_000, tmp_path)
