@@ -30,6 +30,15 @@ def load_model_for_cli(
     return runtime.load_model_for_cli(path, KIND, build_model, device, widths)  # type: ignore[return-value]
 
 
+def data_root(given: str | None, ckpt: dict[str, Any], why: str) -> str:
+    """The data folder: ``given`` (``--data``), else the one the checkpoint was trained on;
+    a ``UsageError`` saying ``why`` it is needed if neither is known."""
+    root = given or ckpt.get("data") or (ckpt.get("args") or {}).get("data")
+    if not root:
+        raise UsageError(f"--data is needed {why}: the checkpoint does not say where its data is")
+    return str(root)
+
+
 def eval_loaders(
     data: str | Path, split: str, classes: list[str], resolution: int, batch_size: int, workers: int, seed: int = 0
 ) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:

@@ -21,7 +21,7 @@ import torch
 
 from usrl.runtime import resolve_checkpoint, save_atomic
 from usrl.utils import UsageError, UsageParser, cli_main, parse_widths, resolve_device
-from usrl.vision.checkpoint import KIND, eval_loaders, load_model_for_cli
+from usrl.vision.checkpoint import KIND, data_root, eval_loaders, load_model_for_cli
 from usrl.vision.evaluation import evaluate_widths, format_table, plot_spectrum, write_spectrum
 
 
@@ -62,9 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     ckpt = resolve_checkpoint(args.checkpoint)
     low, high = model.config["width_range"]
     widths = parse_widths(args.widths) if args.widths else parse_widths([f"{low}:{high}:0.025"])
-    root = args.data or data.get("data") or (data.get("args") or {}).get("data")
-    if not root:
-        raise UsageError("--data is required: the checkpoint does not say where its data is")
+    root = data_root(args.data, data, "for calibration and evaluation")
     res = model.config["resolution"]
     calib, loader = eval_loaders(root, args.split, data["classes"], res, args.batch_size, args.workers)
     rows = evaluate_widths(model, widths, calib, args.calib_batches, loader, torch.device(device),

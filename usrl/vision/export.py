@@ -21,7 +21,7 @@ import torch
 
 from usrl.nn import calibrate_bn, export_fixed_width, is_calibrated
 from usrl.utils import UsageError, UsageParser, atomic_write, cli_main, resolve_device
-from usrl.vision.checkpoint import eval_loaders, load_model_for_cli
+from usrl.vision.checkpoint import data_root, eval_loaders, load_model_for_cli
 
 FORMATS = (".pt2", ".onnx", ".pt")
 
@@ -69,11 +69,9 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, data = load_model_for_cli(args.checkpoint, device, [args.width])
     if not is_calibrated(model, args.width):
-        root = args.data or data.get("data") or (data.get("args") or {}).get("data")
-        if not root:
-            raise UsageError(
-                f"width {args.width:g} is not calibrated in the checkpoint; --data is needed to calibrate it"
-            )
+        root = data_root(
+            args.data, data, f"to calibrate width {args.width:g} (the checkpoint has no statistics for it)"
+        )
         calib, _ = eval_loaders(root, "val", data["classes"], model.config["resolution"], args.batch_size, args.workers)
         calibrate_bn(model, calib, args.width, num_batches=args.calib_batches)
     static = export_fixed_width(model, args.width).cpu()
