@@ -12,3 +12,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # the two CartPole learning files (minutes each) first, so the two test processes start them at once
+    items.sort(key=lambda item: not item.path.name.startswith("test_learning"))
