@@ -50,11 +50,6 @@ class Distributed:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
-    def barrier(self) -> None:
-        """Wait for every process (no-op for a single process)."""
-        if self.world > 1:
-            torch.distributed.barrier()
-
     def close(self) -> None:
         """Leave the process group."""
         if self.world > 1:
