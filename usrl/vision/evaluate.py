@@ -58,10 +58,11 @@ def _run(args: argparse.Namespace) -> int:
             compare[other.get("label", Path(path).parent.name)] = other["rows"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise UsageError(f"--compare: {path} is not a spectrum.json") from None
-    model, data = load_model_for_cli(args.checkpoint, device, parse_widths(args.widths) if args.widths else [])
+    given = parse_widths(args.widths) if args.widths else []
+    model, data = load_model_for_cli(args.checkpoint, device, given)
     ckpt = resolve_checkpoint(args.checkpoint)
     low, high = model.config["width_range"]
-    widths = parse_widths(args.widths) if args.widths else parse_widths([f"{low}:{high}:0.025"])
+    widths = given or parse_widths([f"{low}:{high}:0.025"])
     root = data_root(args.data, data, "for calibration and evaluation")
     res = model.config["resolution"]
     calib, loader = eval_loaders(root, args.split, data["classes"], res, args.batch_size, args.workers)
