@@ -226,3 +226,57 @@ def test_share_stem_is_exact_and_computes_the_stem_once() -> None:
         torch.testing.assert_close(pa.grad, pb.grad)
     assert len(calls) == 1  # the stem convolution ran once for four widths
     assert b[0]._stem_cache is None  # and the cache is gone after the block
+
+
+@pytest.mark.parametrize("existing_grad", [False, True])
+def test_inplace_slice_grads_equal_autograds_and_never_build_full_size_slice_gradients(existing_grad: bool) -> None:
+    from usrl.nn import inplace_slice_grads, make_slimmable, share_stem, width
+
+    def build() -> nn.Sequential:
+        torch.manual_seed(5)
+        return make_slimmable(
+            nn.Sequential(
+                USConv2d(3, 16, 3, slim_in=False, divisor=1),
+                nn.ReLU(),
+                USConv2d(16, 16, 3, groups=16, padding=1, divisor=1),  # depthwise: sliced on one side
+                USConv2d(16, 8, 1, divisor=1),
+                nn.ReLU(),
+                nn.Flatten(),
+                USLinear(8 * 16, 12, ratio=(16, 1), divisor=1),
+                nn.ReLU(),
+                USLinear(12, 5, slim_out=False, divisor=1),
+            )
+        )
+
+    a, b = build(), build()
+    if existing_grad:  # gradients accumulate onto what is there, as autograd's do
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            p.grad = torch.full_like(p, 0.5)
+            q.grad = torch.full_like(q, 0.5)
+    x = torch.randn(6, 3, 6, 6)
+    widths = [1.0, 0.25, 0.6, 0.4]
+
+    def sandwich_loss(model: nn.Module) -> torch.Tensor:
+        total = torch.zeros(())
+        for w in widths:
+            with width(model, w):
+                total = total + model(x).square().mean()
+        return total
+
+    with share_stem(a):
+        sandwich_loss(a).backward()
+    with share_stem(b), inplace_slice_grads(b):
+        loss = sandwich_loss(b)
+    with torch.autograd.profiler.profile(record_shapes=True) as prof:
+        loss.backward()  # after the block, as the agents do
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad)
+    # autograd's slice backward only ran for the shared stem's activations, never for a parameter
+    param_shapes = {tuple(p.shape) for p in b.parameters()}
+    full_shapes = [e.concrete_inputs[1] for e in prof.function_events if e.name == "aten::slice_backward"]
+    assert full_shapes and not any(tuple(s) in param_shapes for s in full_shapes)
+    assert all(not m._sliced.inplace_grads for m in b.modules() if hasattr(m, "_sliced"))
+    # outside the block slicing is plain autograd again (torch.autograd.grad sees the weights)
+    with width(b, 0.5):
+        (g,) = torch.autograd.grad(b(x).sum(), [b[6].weight])
+    assert g[:, 8 * 16 // 2 :].abs().sum() == 0 and g.abs().sum() > 0
