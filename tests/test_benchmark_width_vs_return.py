@@ -51,3 +51,30 @@ def test_tiny_preset_with_ppo(tmp_path: Path) -> None:
     assert ind["rows"][0]["macs"] == next(r["macs"] for r in us["rows"] if r["width"] == 0.5)
     assert "US-PPO" in (tmp_path / "tiny_ppo.md").read_text()
     assert (tmp_path / "tiny_ppo.png").is_file()
+
+
+def test_tiny_preset_best_checkpoint_selection(tmp_path: Path) -> None:
+    wvr = _load()
+    methods = ["us", "individual_0.5"]
+    args = ["--task", "tiny", "--select", "best", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]
+    assert wvr.main(args) == 0
+    cells = tmp_path / "cells" / "tiny_best"
+    us = json.loads((cells / "us_s0.json").read_text())
+    steps = [s for s, _ in us["selection_history"]]
+    assert steps == [40 * k for k in range(1, 11)]  # every tenth of the 400 steps
+    best = max(us["selection_history"], key=lambda h: h[1])
+    assert us["select"] == "best" and us["selected_step"] == best[0]
+    assert json.loads((cells / "individual_0.5_s0.json").read_text())["selected_step"] > 0
+    md = (tmp_path / "tiny_best.md").read_text()
+    assert "best checkpoint" in md and (tmp_path / "tiny_best.png").is_file()
+    assert not (tmp_path / "tiny.md").exists()
+
+
+def test_target_is_relative_to_the_magnitude_of_the_individual_return() -> None:
+    wvr = _load()
+    assert wvr.meets_target(96.0, 100.0) == (True, -0.04)
+    assert not wvr.meets_target(94.0, 100.0)[0]
+    # negative returns (Acrobot): -85 is 6.25% worse than -80, -83 is 3.75% worse
+    assert not wvr.meets_target(-85.0, -80.0)[0]
+    assert wvr.meets_target(-83.0, -80.0)[0]
+    assert wvr.meets_target(-70.0, -80.0) == (True, 0.125)
