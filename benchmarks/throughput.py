@@ -4,7 +4,9 @@ Both agents use the zoo's Atari DQN settings (buffer 100k with SB3's memory opti
 batch 32, train_freq 4, target update 1000, lr 1e-4), fill the buffer with the same number
 of warm-up steps, then are timed over the same number of training steps. Runs alternate
 between the two agents; the median env-steps/s of each and their ratio are reported, plus
-a breakdown of one full-width update against its arithmetic floor (forward + backward alone).
+one update of each agent against its arithmetic floor (one full-width forward + backward),
+measured turn by turn: SB3 DQN, US-DQN (n=4), the same US-DQN with autograd's slice backward
+instead of usrl.nn.inplace_slice_grads, and US-DQN with n_widths=1.
 
     python benchmarks/throughput.py            # writes benchmarks/results/throughput.md
 """
@@ -12,11 +14,14 @@ a breakdown of one full-width update against its arithmetic floor (forward + bac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import ale_py
 import gymnasium as gym
@@ -25,6 +30,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
+import usrl.agents.dqn as us_dqn_module
 from usrl import USDQN
 from usrl.utils import atomic_write_text
 
@@ -72,24 +78,44 @@ def timed_run(kind: str, warmup: int, steps: int, seed: int) -> tuple[float, DQN
     return steps / (time.perf_counter() - t0), model
 
 
-def update_breakdown(model: DQN, repeats: int) -> dict[str, float]:
-    """Median ms of one ``train(1)`` call and of one full-width forward+backward on a batch of 32."""
-    model._setup_learn(1, reset_num_timesteps=False)
-    ts = []
+def _autograd_slices() -> contextlib.AbstractContextManager[None]:
+    """US-DQN's update with autograd's own slice backward (a full-size zero gradient per width
+    and parameter) instead of ``usrl.nn.inplace_slice_grads``: what that change buys."""
+    return _patched(us_dqn_module, "inplace_slice_grads", lambda model: contextlib.nullcontext())
+
+
+@contextlib.contextmanager
+def _patched(module: object, name: str, value: object) -> Iterator[None]:
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+def update_breakdown(variants: dict[str, tuple[DQN, Callable[[], Any]]], repeats: int) -> dict[str, dict[str, float]]:
+    """Per variant (a model and a context to run it in), the median ms of one ``train(1)`` call and
+    of one full-width forward+backward on a batch of 32. The variants take turns call by call,
+    so drifts in machine speed hit them alike."""
+    for model, _ in variants.values():
+        model._setup_learn(1, reset_num_timesteps=False)
+    times: dict[str, dict[str, list[float]]] = {k: {"update_ms": [], "fwd_bwd_ms": []} for k in variants}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.train(gradient_steps=1, batch_size=32)
-        ts.append(time.perf_counter() - t0)
-    batch = model.replay_buffer.sample(32)
-    obs = batch.observations.float() / 255.0
-    q_net = model.policy.q_net
-    fb = []
+        for name, (model, context) in variants.items():
+            with context():
+                t0 = time.perf_counter()
+                model.train(gradient_steps=1, batch_size=32)
+                times[name]["update_ms"].append(time.perf_counter() - t0)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        q_net.q_net(q_net.features_extractor(obs)).sum().backward()
-        fb.append(time.perf_counter() - t0)
-    model.policy.optimizer.zero_grad()
-    return {"update_ms": statistics.median(ts) * 1e3, "fwd_bwd_ms": statistics.median(fb) * 1e3}
+        for name, (model, _) in variants.items():
+            obs = model.replay_buffer.sample(32).observations.float() / 255.0
+            q_net = model.policy.q_net
+            t0 = time.perf_counter()
+            q_net.q_net(q_net.features_extractor(obs)).sum().backward()
+            times[name]["fwd_bwd_ms"].append(time.perf_counter() - t0)
+            model.policy.optimizer.zero_grad()
+    return {k: {m: statistics.median(v) * 1e3 for m, v in t.items()} for k, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,10 +136,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {r} {kind:>3}: {rate:6.1f} env-steps/s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     ratio = med["sb3"] / med["us"]  # wall time per env step, US / SB3
-    breakdown = {k: update_breakdown(m, 50) for k, m in models.items()}
     us_full = USDQN("CnnPolicy", make_env(0), learning_starts=0, n_widths=1, device="cpu", **ZOO_ATARI)
     us_full.learn(200)
-    breakdown["us_n1"] = update_breakdown(us_full, 50)
+    breakdown = update_breakdown(
+        {
+            "sb3": (models["sb3"], contextlib.nullcontext),
+            "us": (models["us"], contextlib.nullcontext),
+            "us_autograd_slices": (models["us"], _autograd_slices),
+            "us_n1": (us_full, contextlib.nullcontext),
+        },
+        50,
+    )
 
     cmd = "python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [
@@ -143,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, b in (
                 ("SB3 DQN", breakdown["sb3"]),
                 ("US-DQN n_widths=4", breakdown["us"]),
+                ("US-DQN n_widths=4, autograd's slice backward", breakdown["us_autograd_slices"]),
                 ("US-DQN n_widths=1", breakdown["us_n1"]),
             )
         ),
