@@ -23,7 +23,7 @@ from usrl.agents.ac_policies import (
     distribution_kl,
 )
 from usrl.agents.common import SlimmableAlgorithmMixin
-from usrl.nn import inplace_slice_grads, share_stem, width_control
+from usrl.nn import share_stem, width_control
 
 DISTILL_MODES = ("kl", None)
 
@@ -67,7 +67,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         total: th.Tensor | None = None
         first: dict[str, th.Tensor] = {}
         teacher: tuple[list[th.distributions.Distribution], th.Tensor] | None = None
-        with share_stem(self.policy), inplace_slice_grads(self.policy):
+        with share_stem(self.policy):
             for i, w in enumerate(self._step_widths(control.low, control.high)):
                 control.width = w
                 dist, values = self.policy.distribution_and_values(observations)

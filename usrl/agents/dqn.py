@@ -15,7 +15,7 @@ from stable_baselines3.dqn import DQN
 
 from usrl.agents.common import SlimmableAlgorithmMixin
 from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy
-from usrl.nn import get_distill_loss, inplace_slice_grads, share_stem, width_control
+from usrl.nn import get_distill_loss, share_stem, width_control
 
 DISTILL_MODES = ("mse", "huber", "kl", None)
 
@@ -170,7 +170,7 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
                 actions = replay_data.actions.long()
                 total: th.Tensor | None = None
                 teacher: th.Tensor | None = None
-                with share_stem(q_net), inplace_slice_grads(q_net):
+                with share_stem(q_net):
                     for i, w in enumerate(widths):
                         control.width = w
                         q_all = q_net.q_net(q_net.features_extractor(obs))

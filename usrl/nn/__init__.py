@@ -11,15 +11,7 @@ from usrl.nn.distill import (
     soft_cross_entropy,
 )
 from usrl.nn.export import export_fixed_width
-from usrl.nn.layers import (
-    USBatchNorm2d,
-    USConv2d,
-    USGroupNorm,
-    USLinear,
-    USWNConv2d,
-    inplace_slice_grads,
-    share_stem,
-)
+from usrl.nn.layers import USBatchNorm2d, USConv2d, USGroupNorm, USLinear, USWNConv2d, share_stem
 from usrl.nn.profiling import profile
 from usrl.nn.sandwich import sandwich_widths
 from usrl.nn.width import (
@@ -56,7 +48,6 @@ __all__ = [
     "get_width",
     "get_width_range",
     "huber_distill",
-    "inplace_slice_grads",
     "is_calibrated",
     "kl_divergence",
     "l1_distill",

@@ -25,52 +25,24 @@ def _ratios(ratio: int | tuple[int, int]) -> tuple[int, int]:
     return r_in, r_out
 
 
-class _SliceWithInPlaceGrad(torch.autograd.Function):
-    """``param[index]`` (contiguous) whose gradient is added straight into ``param.grad[index]``.
-
-    Autograd's own slice backward builds a zero tensor of the parameter's full size per use and
-    sums those; a sandwich step would pay that for every width. Here each use adds only its
-    slice, in place. The parameter's gradient bypasses autograd (backward returns None for it),
-    so this is only for plain ``loss.backward()`` calls: see :func:`inplace_slice_grads`.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, param: Tensor, index: tuple[slice, ...]) -> Tensor:  # type: ignore[override]
-        ctx.param, ctx.index = param, index
-        return param[index].contiguous()
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, None]:  # type: ignore[override]
-        param = ctx.param
-        if param.grad is None:
-            param.grad = torch.zeros_like(param)
-        param.grad[ctx.index].add_(grad)
-        return None, None
-
-
 class _SlicedWeights:
     """Slices a layer's weight/bias to the channels in use.
 
-    With autograd recording, slices are views (gradients reach only the used weights), or, inside
-    :func:`inplace_slice_grads`, copies whose gradients are added in place into the parameters'
-    ``.grad``. Without autograd (eval, rollouts, targets) a contiguous copy is cached and reused
-    until the weights change (tracked by tensor version and storage), so a fixed width runs as
-    fast as a static layer.
+    With autograd recording, slices are views (gradients reach only the used weights). Without
+    it (eval, rollouts, targets) a contiguous copy is cached and reused until the weights change
+    (tracked by tensor version and storage), so a fixed width runs as fast as a static layer.
     """
 
-    __slots__ = ("key", "weight", "bias", "inplace_grads")
+    __slots__ = ("key", "weight", "bias")
 
     def __init__(self) -> None:
         self.key: tuple[Any, ...] | None = None
         self.weight: Tensor | None = None
         self.bias: Tensor | None = None
-        self.inplace_grads = False
 
     def get(self, weight: Tensor, bias: Tensor | None, index: tuple[slice, ...]) -> tuple[Tensor, Tensor | None]:
         out_slice = index[0]
         if torch.is_grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad)):
-            if self.inplace_grads:
-                return _slice_for_grad(weight, index), None if bias is None else _slice_for_grad(bias, (out_slice,))
             return weight[index], None if bias is None else bias[out_slice]
         key = (
             index,
@@ -87,12 +59,6 @@ class _SlicedWeights:
 
     def clear(self) -> None:
         self.key = self.weight = self.bias = None
-
-
-def _slice_for_grad(param: Tensor, index: tuple[slice, ...]) -> Tensor:
-    if not param.requires_grad:
-        return param[index]
-    return _SliceWithInPlaceGrad.apply(param, index)  # type: ignore[no-any-return]
 
 
 class _SlimmableLayer(SlimmableMixin, nn.Module):
@@ -626,25 +592,3 @@ def share_stem(model: nn.Module) -> Iterator[None]:
     finally:
         for m in stems:
             m._stem_cache = None
-
-
-@contextmanager
-def inplace_slice_grads(model: nn.Module) -> Iterator[None]:
-    """Inside this block, slimmable layers used below full width add their weight gradients in
-    place into the matching slice of ``weight.grad``.
-
-    Exact, and much cheaper for a sandwich step: autograd's slice backward would allocate and
-    sum a zero-filled full-size gradient per width and parameter. The parameters' gradients then
-    bypass autograd's accumulation (``AccumulateGrad``), so use it for graphs that end in a plain
-    ``loss.backward()`` followed by an optimizer step — not with ``torch.autograd.grad`` on the
-    parameters, gradient hooks on them, or ``DistributedDataParallel``. The backward may run after
-    the block ends.
-    """
-    layers = [m for m in model.modules() if isinstance(m, _SlimmableLayer)]
-    for m in layers:
-        m._sliced.inplace_grads = True
-    try:
-        yield
-    finally:
-        for m in layers:
-            m._sliced.inplace_grads = False
