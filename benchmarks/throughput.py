@@ -5,8 +5,7 @@ batch 32, train_freq 4, target update 1000, lr 1e-4), fill the buffer with the s
 of warm-up steps, then are timed over the same number of training steps. Runs alternate
 between the two agents; the median env-steps/s of each and their ratio are reported, plus
 one update of each agent against its arithmetic floor (one full-width forward + backward),
-measured turn by turn: SB3 DQN, US-DQN (n=4), the same US-DQN with autograd's slice backward
-instead of usrl.nn.inplace_slice_grads, and US-DQN with n_widths=1.
+measured turn by turn: SB3 DQN, US-DQN (n=4) and US-DQN with n_widths=1.
 
     python benchmarks/throughput.py            # writes benchmarks/results/throughput.md
 """
@@ -14,14 +13,11 @@ instead of usrl.nn.inplace_slice_grads, and US-DQN with n_widths=1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import ale_py
 import gymnasium as gym
@@ -30,7 +26,6 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
-import usrl.agents.dqn as us_dqn_module
 from usrl import USDQN
 from usrl.utils import atomic_write_text
 
@@ -78,37 +73,19 @@ def timed_run(kind: str, warmup: int, steps: int, seed: int) -> tuple[float, DQN
     return steps / (time.perf_counter() - t0), model
 
 
-def _autograd_slices() -> contextlib.AbstractContextManager[None]:
-    """US-DQN's update with autograd's own slice backward (a full-size zero gradient per width
-    and parameter) instead of ``usrl.nn.inplace_slice_grads``: what that change buys."""
-    return _patched(us_dqn_module, "inplace_slice_grads", lambda model: contextlib.nullcontext())
-
-
-@contextlib.contextmanager
-def _patched(module: object, name: str, value: object) -> Iterator[None]:
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
-
-
-def update_breakdown(variants: dict[str, tuple[DQN, Callable[[], Any]]], repeats: int) -> dict[str, dict[str, float]]:
-    """Per variant (a model and a context to run it in), the median ms of one ``train(1)`` call and
-    of one full-width forward+backward on a batch of 32. The variants take turns call by call,
-    so drifts in machine speed hit them alike."""
-    for model, _ in variants.values():
+def update_breakdown(models: dict[str, DQN], repeats: int) -> dict[str, dict[str, float]]:
+    """Per model, the median ms of one ``train(1)`` call and of one full-width forward+backward on
+    a batch of 32. The models take turns call by call, so drifts in machine speed hit them alike."""
+    for model in models.values():
         model._setup_learn(1, reset_num_timesteps=False)
-    times: dict[str, dict[str, list[float]]] = {k: {"update_ms": [], "fwd_bwd_ms": []} for k in variants}
+    times: dict[str, dict[str, list[float]]] = {k: {"update_ms": [], "fwd_bwd_ms": []} for k in models}
     for _ in range(repeats):
-        for name, (model, context) in variants.items():
-            with context():
-                t0 = time.perf_counter()
-                model.train(gradient_steps=1, batch_size=32)
-                times[name]["update_ms"].append(time.perf_counter() - t0)
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            model.train(gradient_steps=1, batch_size=32)
+            times[name]["update_ms"].append(time.perf_counter() - t0)
     for _ in range(repeats):
-        for name, (model, _) in variants.items():
+        for name, model in models.items():
             obs = model.replay_buffer.sample(32).observations.float() / 255.0
             q_net = model.policy.q_net
             t0 = time.perf_counter()
@@ -138,15 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = med["sb3"] / med["us"]  # wall time per env step, US / SB3
     us_full = USDQN("CnnPolicy", make_env(0), learning_starts=0, n_widths=1, device="cpu", **ZOO_ATARI)
     us_full.learn(200)
-    breakdown = update_breakdown(
-        {
-            "sb3": (models["sb3"], contextlib.nullcontext),
-            "us": (models["us"], contextlib.nullcontext),
-            "us_autograd_slices": (models["us"], _autograd_slices),
-            "us_n1": (us_full, contextlib.nullcontext),
-        },
-        50,
-    )
+    breakdown = update_breakdown({"sb3": models["sb3"], "us": models["us"], "us_n1": us_full}, 50)
 
     cmd = "python benchmarks/throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = [
@@ -176,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             for name, b in (
                 ("SB3 DQN", breakdown["sb3"]),
                 ("US-DQN n_widths=4", breakdown["us"]),
-                ("US-DQN n_widths=4, autograd's slice backward", breakdown["us_autograd_slices"]),
                 ("US-DQN n_widths=1", breakdown["us_n1"]),
             )
         ),
