@@ -27,6 +27,7 @@ from stable_baselines3.common.env_util import make_atari_env
 from stable_baselines3.common.vec_env import VecFrameStack
 
 from usrl import USDQN
+from usrl.nn import share_stem, width_control
 from usrl.utils import atomic_write_text
 
 gym.register_envs(ale_py)
@@ -73,12 +74,31 @@ def timed_run(kind: str, warmup: int, steps: int, seed: int) -> tuple[float, DQN
     return steps / (time.perf_counter() - t0), model
 
 
+def widths_fwd_bwd(model: DQN, obs: torch.Tensor) -> None:
+    """The forward+backward of one update's widths on ``obs`` (the full width alone for SB3's DQN):
+    the arithmetic of an update without its target network, losses or optimizer."""
+    q_net = model.policy.q_net
+    forward = lambda: q_net.q_net(q_net.features_extractor(obs)).sum()  # noqa: E731
+    if not isinstance(model, USDQN):
+        forward().backward()
+        return
+    control = width_control(model.policy)
+    total = torch.zeros(())
+    with share_stem(q_net):
+        for w in model._step_widths(control.low, control.high):
+            control.width = w
+            total = total + forward()
+    control.width = control.high
+    total.backward()
+
+
 def update_breakdown(models: dict[str, DQN], repeats: int) -> dict[str, dict[str, float]]:
-    """Per model, the median ms of one ``train(1)`` call and of one full-width forward+backward on
-    a batch of 32. The models take turns call by call, so drifts in machine speed hit them alike."""
+    """Per model, the median ms of one ``train(1)`` call, of one full-width forward+backward on a
+    batch of 32, and of the forward+backward of all its widths. The models take turns call by
+    call, so drifts in machine speed hit them alike."""
     for model in models.values():
         model._setup_learn(1, reset_num_timesteps=False)
-    times: dict[str, dict[str, list[float]]] = {k: {"update_ms": [], "fwd_bwd_ms": []} for k in models}
+    times: dict[str, dict[str, list[float]]] = {k: {"update_ms": [], "fwd_bwd_ms": [], "widths_ms": []} for k in models}
     for _ in range(repeats):
         for name, model in models.items():
             t0 = time.perf_counter()
@@ -91,6 +111,10 @@ def update_breakdown(models: dict[str, DQN], repeats: int) -> dict[str, dict[str
             t0 = time.perf_counter()
             q_net.q_net(q_net.features_extractor(obs)).sum().backward()
             times[name]["fwd_bwd_ms"].append(time.perf_counter() - t0)
+            model.policy.optimizer.zero_grad()
+            t0 = time.perf_counter()
+            widths_fwd_bwd(model, obs)
+            times[name]["widths_ms"].append(time.perf_counter() - t0)
             model.policy.optimizer.zero_grad()
     return {k: {m: statistics.median(v) * 1e3 for m, v in t.items()} for k, t in times.items()}
 
@@ -138,16 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## One update (median of 50, ms)",
         "",
-        "| agent | train(1) | full-width forward+backward alone (floor) | train / floor |",
-        "|---|---:|---:|---:|",
+        "| agent | train(1) | full-width forward+backward alone (floor) | train / floor "
+        "| forward+backward of the update's widths |",
+        "|---|---:|---:|---:|---:|",
         *(
-            f"| {name} | {b['update_ms']:.1f} | {b['fwd_bwd_ms']:.1f} | {b['update_ms'] / b['fwd_bwd_ms']:.2f} |"
+            f"| {name} | {b['update_ms']:.1f} | {b['fwd_bwd_ms']:.1f} | {b['update_ms'] / b['fwd_bwd_ms']:.2f} "
+            f"| {b['widths_ms']:.1f} |"
             for name, b in (
                 ("SB3 DQN", breakdown["sb3"]),
                 ("US-DQN n_widths=4", breakdown["us"]),
                 ("US-DQN n_widths=1", breakdown["us_n1"]),
             )
         ),
+        "",
+        f"The forward+backward of US-DQN's four widths alone (no target network, losses, sampling or "
+        f"optimizer) takes {breakdown['us']['widths_ms'] / breakdown['sb3']['update_ms']:.2f}x SB3 DQN's "
+        f"whole update, and US-DQN's update {breakdown['us']['update_ms'] / breakdown['sb3']['update_ms']:.2f}x.",
         "",
     ]
     atomic_write_text(args.out, "\n".join(lines))
