@@ -73,7 +73,8 @@ def meets_target(us: float, individual: float) -> tuple[bool, float]:
 def best_checkpoint_callback(eval_env: Any, widths: list[float], every: int, episodes: int, seed: int) -> Any:
     """An SB3 callback that, every ``every`` env steps and at the end, evaluates the policy at
     ``widths`` (the same seeded episodes each time) and keeps the weights with the best mean
-    return in ``best_state`` (step in ``best_step``, all evaluations in ``history``)."""
+    return in ``best_state`` (step in ``best_step``, all evaluations in ``history``, the seconds
+    they took in ``seconds``)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     from usrl.evaluation import evaluate_at_width
@@ -83,6 +84,7 @@ def best_checkpoint_callback(eval_env: Any, widths: list[float], every: int, epi
             super().__init__()
             self.best_return, self.best_step, self.best_state = -np.inf, -1, None
             self.history: list[tuple[int, float]] = []
+            self.seconds = 0.0
 
         def _on_step(self) -> bool:
             if self.num_timesteps // every > (self.num_timesteps - self.training_env.num_envs) // every:
@@ -94,6 +96,7 @@ def best_checkpoint_callback(eval_env: Any, widths: list[float], every: int, epi
                 self.evaluate()
 
         def evaluate(self) -> None:
+            t0 = time.perf_counter()
             returns = []
             for w in widths:
                 eval_env.seed(seed)
@@ -103,6 +106,7 @@ def best_checkpoint_callback(eval_env: Any, widths: list[float], every: int, epi
             if mean > self.best_return:
                 self.best_return, self.best_step = mean, self.num_timesteps
                 self.best_state = copy.deepcopy(self.model.policy.state_dict())
+            self.seconds += time.perf_counter() - t0
 
     return BestCheckpoint()
 
@@ -161,9 +165,14 @@ def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str, select:
     model.learn(cfg["steps"], callback=callback)
     train_time = time.perf_counter() - t0
     selected: dict[str, Any] = {}
-    if callback is not None:
+    if callback is not None:  # the train time excludes the selection episodes
+        train_time -= callback.seconds
         model.policy.load_state_dict(callback.best_state)
-        selected = {"selected_step": callback.best_step, "selection_history": callback.history}
+        selected = {
+            "selected_step": callback.best_step,
+            "selection_history": callback.history,
+            "selection_time_s": callback.seconds,
+        }
     eval_env = make_vec_env(spec, n_envs=4, seed=10_000 + seed, frame_stack=frame_stack)
     if method.startswith("individual_"):
         rows = sweep(model, eval_env, [model.policy.width_range[1]], cfg["episodes"], 10_000 + seed)

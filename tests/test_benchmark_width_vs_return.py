@@ -64,6 +64,7 @@ def test_tiny_preset_best_checkpoint_selection(tmp_path: Path) -> None:
     assert steps == [40 * k for k in range(1, 11)]  # every tenth of the 400 steps
     best = max(us["selection_history"], key=lambda h: h[1])
     assert us["select"] == "best" and us["selected_step"] == best[0]
+    assert 0 < us["selection_time_s"] and 0 < us["train_time_s"]
     assert json.loads((cells / "individual_0.5_s0.json").read_text())["selected_step"] > 0
     md = (tmp_path / "tiny_best.md").read_text()
     assert "best checkpoint" in md and (tmp_path / "tiny_best.png").is_file()
