@@ -75,27 +75,21 @@ def best_checkpoint_callback(eval_env: Any, widths: list[float], every: int, epi
     ``widths`` (the same seeded episodes each time) and keeps the weights with the best mean
     return in ``best_state`` (step in ``best_step``, all evaluations in ``history``, the seconds
     they took in ``seconds``)."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
+    from usrl.callbacks import PeriodicCallback
     from usrl.evaluation import evaluate_at_width
 
-    class BestCheckpoint(BaseCallback):
+    class BestCheckpoint(PeriodicCallback):
         def __init__(self) -> None:
-            super().__init__()
+            super().__init__(every, verbose=0)
             self.best_return, self.best_step, self.best_state = -np.inf, -1, None
             self.history: list[tuple[int, float]] = []
             self.seconds = 0.0
 
-        def _on_step(self) -> bool:
-            if self.num_timesteps // every > (self.num_timesteps - self.training_env.num_envs) // every:
-                self.evaluate()
-            return True
-
         def _on_training_end(self) -> None:
             if not self.history or self.history[-1][0] != self.num_timesteps:
-                self.evaluate()
+                self.act()
 
-        def evaluate(self) -> None:
+        def act(self) -> None:
             t0 = time.perf_counter()
             returns = []
             for w in widths:
