@@ -105,6 +105,21 @@ def best_checkpoint_callback(eval_env: Any, widths: list[float], every: int, epi
     return BestCheckpoint()
 
 
+def progress_callback(label: str, total: int, parts: int = 10) -> Any:
+    """An SB3 callback printing one line per tenth of training (cells can train for hours)."""
+    from usrl.callbacks import PeriodicCallback
+
+    class Progress(PeriodicCallback):
+        def _on_training_start(self) -> None:
+            self.t0 = time.perf_counter()
+
+        def act(self) -> None:
+            minutes = (time.perf_counter() - self.t0) / 60
+            print(f"{label}: {self.num_timesteps}/{total} steps, {minutes:.1f} min", flush=True)
+
+    return Progress(max(1, total // parts), verbose=0)
+
+
 def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[str, Any], list[float]]:
     """Model kwargs for a method (from the preset's) and the widths its model is evaluated at."""
     from usrl.hyperparams import to_model_kwargs
@@ -148,6 +163,7 @@ def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str, select:
     frame_stack = int(hp.get("frame_stack", 4))
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed, frame_stack=frame_stack)
     model = algorithms()[algo](hp.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **kwargs)
+    progress = progress_callback(f"[{task} {algo}] {method} seed {seed}", cfg["steps"])
     callback = None
     if select == "best":
         low, high = model.policy.width_range
@@ -156,7 +172,7 @@ def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str, select:
         every = max(1, cfg["steps"] // SELECT_EVALS)
         callback = best_checkpoint_callback(sel_env, sel_widths, every, SELECT_EPISODES, 20_000 + seed)
     t0 = time.perf_counter()
-    model.learn(cfg["steps"], callback=callback)
+    model.learn(cfg["steps"], callback=[progress] if callback is None else [progress, callback])
     train_time = time.perf_counter() - t0
     selected: dict[str, Any] = {}
     if callback is not None:  # the train time excludes the selection episodes
@@ -196,7 +212,8 @@ def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str, select:
 
 
 def _one_thread() -> None:
-    """Parallel workers each use one torch thread: several multi-threaded ones would oversubscribe the cores."""
+    """Cells train on one torch thread: parallel multi-threaded workers would oversubscribe the
+    cores, and one thread is what the recorded train times mean."""
     import torch
 
     torch.set_num_threads(1)
@@ -360,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = [(args.task, args.algo, m, s, str(cell_dir), args.select) for m, s in todo]
             list(ex.map(run_cell, *zip(*cells, strict=True)))
     else:
+        _one_thread()  # cells always train on one thread, so their train times compare across --jobs
         for m, s in todo:
             run_cell(args.task, args.algo, m, s, str(cell_dir), args.select)
     cells = [json.loads((cell_dir / f"{m}_s{s}.json").read_text()) for s in args.seeds for m in args.methods]
