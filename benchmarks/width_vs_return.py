@@ -13,9 +13,9 @@ rerun; --jobs spreads cells over processes.
 
 The model evaluated is the final one (--select final, the default), or (--select best, as
 rl-zoo3's best_model) the checkpoint with the highest return on separate selection episodes,
-evaluated every tenth of training: at widths low / middle / high of the range for the US
-methods (their mean), at its own width for an individual net. Those results go to
-<name>_best.md / .png.
+evaluated every tenth of training on 15 selection episodes: 5 at each of widths low / middle
+/ high of the range for the US methods (their mean), all 15 at its own width for an individual
+net. Those results go to <name>_best.md / .png.
 
     python benchmarks/width_vs_return.py --task cartpole --seeds 0 1 2 --jobs 2
     python benchmarks/width_vs_return.py --task cartpole --algo ppo --seeds 0 1 2 --jobs 2
@@ -59,7 +59,7 @@ TASKS: dict[str, dict[str, Any]] = {
 METHODS = ["us", "us_no_distill", "us_no_sandwich", *(f"individual_{w}" for w in WIDTHS)]
 SELECTIONS = ("final", "best")
 SELECT_EVALS = 10  # checkpoints considered by --select best (every tenth of training)
-SELECT_EPISODES = 5  # selection episodes per width and checkpoint
+SELECT_EPISODES = 15  # selection episodes per checkpoint, split evenly over the widths selected on
 TOLERANCE = 0.05  # the target: US at most 5% of |individual return| below the individual net
 
 
@@ -170,7 +170,8 @@ def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str, select:
         sel_widths = [high] if method.startswith("individual_") else [low, (low + high) / 2, high]
         sel_env = make_vec_env(spec, n_envs=4, seed=20_000 + seed, frame_stack=frame_stack)
         every = max(1, cfg["steps"] // SELECT_EVALS)
-        callback = best_checkpoint_callback(sel_env, sel_widths, every, SELECT_EPISODES, 20_000 + seed)
+        per_width = SELECT_EPISODES // len(sel_widths)  # every model is selected on as many episodes
+        callback = best_checkpoint_callback(sel_env, sel_widths, every, per_width, 20_000 + seed)
     t0 = time.perf_counter()
     model.learn(cfg["steps"], callback=[progress] if callback is None else [progress, callback])
     train_time = time.perf_counter() - t0
@@ -181,6 +182,8 @@ def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str, select:
         selected = {
             "selected_step": callback.best_step,
             "selection_history": callback.history,
+            "selection_widths": sel_widths,
+            "selection_episodes_per_width": per_width,
             "selection_time_s": callback.seconds,
         }
     eval_env = make_vec_env(spec, n_envs=4, seed=10_000 + seed, frame_stack=frame_stack)
@@ -260,7 +263,8 @@ def report(
             "final model"
             if select == "final"
             else f"model's best checkpoint (of {SELECT_EVALS}, by the mean return of {SELECT_EPISODES} separate "
-            "selection episodes at widths low/middle/high for US methods, at its width for individual nets)"
+            "selection episodes: a third at each of widths low/middle/high for US methods, all at its width for "
+            "individual nets)"
         )
         + f" evaluated on {TASKS[task]['episodes']} seeded episodes per width (the same episodes for every width "
         "and method). Numbers: mean over seeds ± std over seeds of each model's mean return.",
