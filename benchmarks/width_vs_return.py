@@ -262,7 +262,7 @@ def report(
         + (
             "final model"
             if select == "final"
-            else f"model's best checkpoint (of {SELECT_EVALS}, by the mean return of {SELECT_EPISODES} separate "
+            else f"model's best checkpoint (taken every 1/{SELECT_EVALS} of training and at its end; by the mean return of {SELECT_EPISODES} separate "
             "selection episodes: a third at each of widths low/middle/high for US methods, all at its width for "
             "individual nets)"
         )
