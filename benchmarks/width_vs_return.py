@@ -346,7 +346,9 @@ def report(
     ax.set_ylabel("mean episode return")
     name = algo.upper()
     which = "" if select == "final" else ", best checkpoints"
-    ax.set_title(f"{TASKS[task]['env']}: one US-{name} vs individually trained {name}s ({len(seeds)} seeds{which})")
+    ax.set_title(
+        f"{TASKS[task]['env']}: one US-{name} vs individually trained {name}s\n({len(seeds)} seeds{which})", fontsize=11
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
