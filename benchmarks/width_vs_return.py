@@ -58,7 +58,7 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 METHODS = ["us", "us_no_distill", "us_no_sandwich", *(f"individual_{w}" for w in WIDTHS)]
 SELECTIONS = ("final", "best")
-SELECT_EVALS = 10  # checkpoints considered by --select best (every tenth of training)
+SELECT_EVALS = 10  # --select best considers a checkpoint every tenth of training (and the last one)
 SELECT_EPISODES = 15  # selection episodes per checkpoint, split evenly over the widths selected on
 TOLERANCE = 0.05  # the target: US at most 5% of |individual return| below the individual net
 
@@ -262,9 +262,9 @@ def report(
         + (
             "final model"
             if select == "final"
-            else f"model's best checkpoint (taken every 1/{SELECT_EVALS} of training and at its end; by the mean return of {SELECT_EPISODES} separate "
-            "selection episodes: a third at each of widths low/middle/high for US methods, all at its width for "
-            "individual nets)"
+            else f"model's best checkpoint (taken every 1/{SELECT_EVALS} of training and at its end; by the mean "
+            f"return of {SELECT_EPISODES} separate selection episodes: a third at each of widths low/middle/high "
+            "for US methods, all at its width for individual nets)"
         )
         + f" evaluated on {TASKS[task]['episodes']} seeded episodes per width (the same episodes for every width "
         "and method). Numbers: mean over seeds ± std over seeds of each model's mean return.",

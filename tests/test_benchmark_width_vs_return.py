@@ -67,9 +67,10 @@ def test_tiny_preset_best_checkpoint_selection(tmp_path: Path) -> None:
     assert 0 < us["selection_time_s"] and 0 < us["train_time_s"]
     ind = json.loads((cells / "individual_0.5_s0.json").read_text())
     assert ind["selected_step"] > 0
-    # the same number of selection episodes for every model: 3 widths x 5, or 15 at its own width
-    assert len(us["selection_widths"]) * us["selection_episodes_per_width"] == 15
-    assert len(ind["selection_widths"]) == 1 and ind["selection_episodes_per_width"] == 15
+    # the same number of selection episodes for every model: a third at each of 3 widths, or all at its own
+    n = wvr.SELECT_EPISODES
+    assert us["selection_widths"] == [0.25, 0.625, 1.0] and us["selection_episodes_per_width"] == n // 3
+    assert len(ind["selection_widths"]) == 1 and ind["selection_episodes_per_width"] == n
     md = (tmp_path / "tiny_best.md").read_text()
     assert "best checkpoint" in md and (tmp_path / "tiny_best.png").is_file()
     assert not (tmp_path / "tiny.md").exists()
