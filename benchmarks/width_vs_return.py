@@ -17,9 +17,13 @@ evaluated every tenth of training on 15 selection episodes: 5 at each of widths 
 / high of the range for the US methods (their mean), all 15 at its own width for an individual
 net. Those results go to <name>_best.md / .png.
 
+-params KEY:VALUE ... overrides the preset for every method (as usrl.train's -params), for
+trying a fix against the preset's results; such runs go to <name>_<key>-<value>.md and cells.
+
     python benchmarks/width_vs_return.py --task cartpole --seeds 0 1 2 --jobs 2
     python benchmarks/width_vs_return.py --task cartpole --algo ppo --seeds 0 1 2 --jobs 2
     python benchmarks/width_vs_return.py --task cartpole --select best --seeds 0 1 2 --jobs 2
+    python benchmarks/width_vs_return.py --task cartpole --algo ppo --select best -params distill_weight:0.5
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -147,8 +152,17 @@ def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[st
     return kwargs, [float(x) for x in np.round(np.arange(low, high + 1e-9, grid), 6)]
 
 
-def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str, select: str = "final") -> dict[str, Any]:
-    """Train and sweep one (method, seed) cell (its final model, or its best checkpoint); writes and returns its JSON."""
+def run_cell(
+    task: str,
+    algo: str,
+    method: str,
+    seed: int,
+    out_dir: str,
+    select: str = "final",
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train and sweep one (method, seed) cell (its final model, or its best checkpoint) with the task's preset,
+    ``params`` overriding it; writes and returns its JSON."""
     from usrl.envs import make_vec_env, resolve_env
     from usrl.hyperparams import select_preset, shipped_presets
     from usrl.sweep import sweep
@@ -159,6 +173,7 @@ def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str, select:
     spec = resolve_env(cfg["env"])
     hp = select_preset(shipped_presets(algo), spec.env_id, spec.family, f"{algo}.yml")
     hp.update(cfg.get("overrides", {}).get(algo, {}))
+    hp.update(params or {})
     kwargs, widths = method_kwargs(method, hp, cfg["grid"])
     frame_stack = int(hp.get("frame_stack", 4))
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed, frame_stack=frame_stack)
@@ -200,6 +215,7 @@ def run_cell(task: str, algo: str, method: str, seed: int, out_dir: str, select:
         "steps": cfg["steps"],
         "train_time_s": train_time,
         "select": select,
+        "params": params or {},
         **selected,
         "rows": rows,
     }
@@ -236,13 +252,26 @@ def at(rows: list[dict[str, Any]], w: float) -> float | None:
     return next((r["mean_return"] for r in rows if abs(r["width"] - w) < 1e-6), None)
 
 
-def result_name(task: str, algo: str, select: str = "final") -> str:
-    """The file stem of a task's results: the task for DQN, ``<task>_<algo>`` otherwise; ``_best`` for --select best."""
-    return (task if algo == "dqn" else f"{task}_{algo}") + ("_best" if select == "best" else "")
+def result_name(task: str, algo: str, select: str = "final", params: dict[str, Any] | None = None) -> str:
+    """The file stem of a task's results: the task for DQN, ``<task>_<algo>`` otherwise; ``_best`` for
+    --select best; then ``_<key>-<value>`` per -params override (sorted), so variants never share cells."""
+    tag = "".join(f"_{k}-{v}" for k, v in sorted((params or {}).items()))
+    return (
+        (task if algo == "dqn" else f"{task}_{algo}")
+        + ("_best" if select == "best" else "")
+        + re.sub(r"[^\w.-]", "", tag)
+    )
 
 
 def report(
-    task: str, algo: str, cells: list[dict[str, Any]], command: str, seeds: list[int], out: Path, select: str = "final"
+    task: str,
+    algo: str,
+    cells: list[dict[str, Any]],
+    command: str,
+    seeds: list[int],
+    out: Path,
+    select: str = "final",
+    params: dict[str, Any] | None = None,
 ) -> str:
     """Write <name>.md and <name>.png from the cells; returns the markdown."""
     import matplotlib
@@ -258,6 +287,11 @@ def report(
         f"# Width vs return: {task} ({TASKS[task]['env']}), US-{algo.upper()}",
         "",
         f"Command: `{command}`  ",
+        *(
+            [f"Preset overrides, for every method: {', '.join(f'`{k}: {v}`' for k, v in sorted(params.items()))}  "]
+            if params
+            else []
+        ),
         f"Seeds: {', '.join(map(str, seeds))}; {TASKS[task]['steps']} env steps per model; each "
         + (
             "final model"
@@ -352,7 +386,7 @@ def report(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    stem = result_name(task, algo, select)
+    stem = result_name(task, algo, select, params)
     fig.savefig(out / f"{stem}.png", dpi=120)
     plt.close(fig)
     from usrl.utils import atomic_write_text
@@ -371,23 +405,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--select", choices=SELECTIONS, default="final", help="evaluate the final model or the best checkpoint"
     )
+    p.add_argument(
+        "-params",
+        "--hyperparams",
+        nargs="+",
+        default=[],
+        metavar="KEY:VALUE",
+        help="override the preset for every method (as usrl.train's -params); results go to <name>_<key>-<value>",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    from usrl.hyperparams import HyperparamError, check_keys, parse_params
+    from usrl.train import algorithms
+
+    try:
+        params = parse_params(args.hyperparams)
+        check_keys(params, algorithms()[args.algo], "-params")
+    except HyperparamError as e:
+        p.error(str(e))
     command = "python benchmarks/width_vs_return.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    cell_dir = args.out / "cells" / result_name(args.task, args.algo, args.select)
+    cell_dir = args.out / "cells" / result_name(args.task, args.algo, args.select, params)
     cell_dir.mkdir(parents=True, exist_ok=True)
     todo = [(m, s) for s in args.seeds for m in args.methods if not (cell_dir / f"{m}_s{s}.json").exists()]
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
     if args.jobs > 1 and len(todo) > 1:
         with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as ex:
-            cells = [(args.task, args.algo, m, s, str(cell_dir), args.select) for m, s in todo]
+            cells = [(args.task, args.algo, m, s, str(cell_dir), args.select, params) for m, s in todo]
             list(ex.map(run_cell, *zip(*cells, strict=True)))
     else:
         _one_thread()  # cells always train on one thread, so their train times compare across --jobs
         for m, s in todo:
-            run_cell(args.task, args.algo, m, s, str(cell_dir), args.select)
+            run_cell(args.task, args.algo, m, s, str(cell_dir), args.select, params)
     cells = [json.loads((cell_dir / f"{m}_s{s}.json").read_text()) for s in args.seeds for m in args.methods]
-    print(report(args.task, args.algo, cells, command, args.seeds, args.out, args.select))
+    print(report(args.task, args.algo, cells, command, args.seeds, args.out, args.select, params))
     return 0
 
 

@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -74,6 +76,24 @@ def test_tiny_preset_best_checkpoint_selection(tmp_path: Path) -> None:
     md = (tmp_path / "tiny_best.md").read_text()
     assert "best checkpoint" in md and (tmp_path / "tiny_best.png").is_file()
     assert not (tmp_path / "tiny.md").exists()
+
+
+def test_params_override_the_preset_into_their_own_cells(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    wvr = _load()
+    args = ["--task", "tiny", "--seeds", "0", "--methods", "us", "--out", str(tmp_path)]
+    assert wvr.main([*args, "-params", "distill_weight:0.5", "gradient_steps:2"]) == 0
+    stem = "tiny_distill_weight-0.5_gradient_steps-2"
+    us = json.loads((tmp_path / "cells" / stem / "us_s0.json").read_text())
+    assert us["params"] == {"distill_weight": 0.5, "gradient_steps": 2}
+    md = (tmp_path / f"{stem}.md").read_text()
+    assert "Preset overrides, for every method: `distill_weight: 0.5`, `gradient_steps: 2`" in md
+    assert not (tmp_path / "cells" / "tiny").exists() and not (tmp_path / "tiny.md").exists()
+    for bad in (["-params", "distill_weight"], ["-params", "no_such_key:1"]):
+        with pytest.raises(SystemExit) as exc:
+            wvr.main([*args, *bad])
+        assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected key:value" in err and "unknown hyperparameter 'no_such_key'" in err
 
 
 def test_target_is_relative_to_the_magnitude_of_the_individual_return() -> None:
