@@ -405,18 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--select", choices=SELECTIONS, default="final", help="evaluate the final model or the best checkpoint"
     )
-    p.add_argument(
-        "-params",
-        "--hyperparams",
-        nargs="+",
-        default=[],
-        metavar="KEY:VALUE",
-        help="override the preset for every method (as usrl.train's -params); results go to <name>_<key>-<value>",
-    )
+    from usrl.hyperparams import HyperparamError, add_params_argument, check_keys, parse_params
+    from usrl.train import algorithms
+
+    add_params_argument(p, "override the preset for every method; results go to <name>_<key>-<value>")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    from usrl.hyperparams import HyperparamError, check_keys, parse_params
-    from usrl.train import algorithms
 
     try:
         params = parse_params(args.hyperparams)

@@ -27,6 +27,7 @@ import yaml
 
 from usrl.hyperparams import (
     HyperparamError,
+    add_params_argument,
     check_keys,
     load_yaml,
     parse_params,
@@ -76,14 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-widths", type=int, help="widths per gradient step (sandwich rule; 1 = plain training)")
     p.add_argument("--distill", choices=["mse", "huber", "kl", "none"], help="inplace distillation loss")
-    p.add_argument(
-        "-params",
-        "--hyperparams",
-        nargs="+",
-        default=[],
-        metavar="KEY:VALUE",
-        help='override hyperparameters, e.g. learning_rate:1e-4 policy_kwargs:"dict(net_arch=[64])"',
-    )
+    add_params_argument(p, 'override hyperparameters, e.g. learning_rate:1e-4 policy_kwargs:"dict(net_arch=[64])"')
     p.add_argument("-conf", "--conf-file", help="a presets YAML to use instead of the shipped one")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("-P", "--progress", action="store_true", help="show a progress bar")

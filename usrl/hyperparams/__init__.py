@@ -8,6 +8,7 @@ constructor arguments, so the resolved hyperparameters can be saved as they are.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import inspect
@@ -98,6 +99,11 @@ def parse_value(text: str) -> Any:
     if text in ("true", "false"):
         return text == "true"
     return text
+
+
+def add_params_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """Add rl-zoo3's ``-params KEY:VALUE ...`` flag (alias ``--hyperparams``); parse it with :func:`parse_params`."""
+    parser.add_argument("-params", "--hyperparams", nargs="+", default=[], metavar="KEY:VALUE", help=help)
 
 
 def parse_params(items: list[str]) -> dict[str, Any]:
