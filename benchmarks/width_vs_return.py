@@ -417,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         check_keys(params, algorithms()[args.algo], "-params")
     except HyperparamError as e:
         p.error(str(e))
+    if "n_timesteps" in params:  # run_cell trains every model for the task's steps, never the preset's
+        p.error(
+            f"-params n_timesteps is not used here: every model trains the task's {TASKS[args.task]['steps']} steps"
+        )
     command = "python benchmarks/width_vs_return.py " + " ".join(sys.argv[1:] if argv is None else argv)
     cell_dir = args.out / "cells" / result_name(args.task, args.algo, args.select, params)
     cell_dir.mkdir(parents=True, exist_ok=True)

@@ -88,12 +88,13 @@ def test_params_override_the_preset_into_their_own_cells(tmp_path: Path, capsys)
     md = (tmp_path / f"{stem}.md").read_text()
     assert "Preset overrides, for every method: `distill_weight: 0.5`, `gradient_steps: 2`" in md
     assert not (tmp_path / "cells" / "tiny").exists() and not (tmp_path / "tiny.md").exists()
-    for bad in (["-params", "distill_weight"], ["-params", "no_such_key:1"]):
+    for bad in (["-params", "distill_weight"], ["-params", "no_such_key:1"], ["-params", "n_timesteps:100"]):
         with pytest.raises(SystemExit) as exc:
             wvr.main([*args, *bad])
         assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "expected key:value" in err and "unknown hyperparameter 'no_such_key'" in err
+    assert "n_timesteps is not used here" in err
 
 
 def test_target_is_relative_to_the_magnitude_of_the_individual_return() -> None:
