@@ -39,6 +39,8 @@ from usrl.hyperparams import (
 from usrl.utils import UsageError, UsageParser, cli_main
 
 DEFAULT_EVAL_WIDTHS = [0.25, 0.5, 0.75, 1.0]
+MAX_ATARI_EVAL_ENVS = 20
+DEFAULT_RUN_FREQ = 10_000  # env steps between evaluations / checkpoints when neither flag nor preset says
 
 
 def final_model_path(run_dir: Path, env_id: str) -> Path:
@@ -67,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("-f", "--log-folder", default="logs", help="root of the run folders (default logs/)")
     p.add_argument("-tb", "--tensorboard-log", help="tensorboard root (default: the run folder)")
-    p.add_argument("--eval-freq", type=int, default=10000, help="evaluate every N env steps (<= 0: only at the end)")
+    p.add_argument(
+        "--eval-freq", type=int, help="evaluate every N env steps (<= 0: only at the end; default: the preset's, or 10000)"
+    )
     p.add_argument("--eval-episodes", type=int, default=5, help="episodes per width and evaluation")
     p.add_argument(
         "--eval-widths", type=float, nargs="+", default=DEFAULT_EVAL_WIDTHS, metavar="W", help="widths to evaluate"
@@ -81,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-conf", "--conf-file", help="a presets YAML to use instead of the shipped one")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
-    p.add_argument("--save-freq", type=int, default=10000, help="resumable checkpoint every N env steps (<= 0: none)")
+    p.add_argument(
+        "--save-freq", type=int, help="resumable checkpoint every N env steps (<= 0: none; default: the preset's, or 10000)"
+    )
     p.add_argument("--n-envs", type=int, help="parallel training envs (default: the preset's, or 1)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     p.add_argument("-i", "--trained-agent", metavar="ZIP", help="continue training this saved model (new run folder)")
@@ -190,6 +196,13 @@ def _resolve_hyperparams(args: argparse.Namespace, algo_class: type, env_id: str
         hp["n_envs"] = args.n_envs
     hp.setdefault("n_envs", 1)
     hp.setdefault("policy", "MlpPolicy")
+    for key in ("eval_freq", "save_freq"):  # run settings a preset may suggest; the flags win
+        value = getattr(args, key)
+        hp[key] = value if value is not None else hp.get(key, DEFAULT_RUN_FREQ)
+        if isinstance(hp[key], float) and hp[key].is_integer():
+            hp[key] = int(hp[key])
+        if not isinstance(hp[key], int) or isinstance(hp[key], bool):
+            raise UsageError(f"{key} must be an integer, got {hp[key]!r}")
     for key in ("n_timesteps", "n_envs"):
         value = hp.get(key)
         if isinstance(value, float) and value.is_integer():
@@ -240,8 +253,8 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
     run_dir = next_run_dir(args.log_folder, args.algo, spec.short_name)
     return Job(
         algo=args.algo, env_name=args.env, env_id=spec.env_id, family=spec.family, seed=args.seed,
-        hyperparams=hp, model_kwargs=model_kwargs, eval_widths=sorted(set(args.eval_widths)), eval_freq=args.eval_freq,
-        eval_episodes=args.eval_episodes, save_freq=args.save_freq, device=args.device, progress=args.progress,
+        hyperparams=hp, model_kwargs=model_kwargs, eval_widths=sorted(set(args.eval_widths)),
+        eval_freq=hp.pop("eval_freq"), eval_episodes=args.eval_episodes, save_freq=hp.pop("save_freq"), device=args.device, progress=args.progress,
         verbose=args.verbose, run_dir=run_dir, tensorboard_log=args.tensorboard_log, command=command,
         trained_agent=args.trained_agent,
     )  # fmt: skip
@@ -312,7 +325,9 @@ def _make_envs(job: Job) -> tuple[Any, Any]:
         monitor_dir=str(job.run_dir),
         frame_stack=frame_stack,
     )
-    eval_env = make_vec_env(spec, n_envs=1, seed=job.seed + 10_000, frame_stack=frame_stack)
+    # Atari evaluates full games in ale-py's vector env, one game per env at a time
+    n_eval = min(job.eval_episodes, MAX_ATARI_EVAL_ENVS) if spec.family == "atari" else 1
+    eval_env = make_vec_env(spec, n_envs=n_eval, seed=job.seed + 10_000, frame_stack=frame_stack, eval_env=True)
     return env, eval_env
 
 

@@ -2,11 +2,13 @@
 
 from usrl.agents.ac_policies import USActorCriticCnnPolicy, USActorCriticPolicy, USMlpExtractor
 from usrl.agents.actor_critic import USA2C, USPPO
+from usrl.agents.buffers import FrameStackReplayBuffer
 from usrl.agents.dqn import USDQN
 from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy, USQNetwork
 from usrl.agents.torch_layers import USMinAtarCNN, USNatureCNN, create_us_mlp
 
 __all__ = [
+    "FrameStackReplayBuffer",
     "USA2C",
     "USDQN",
     "USPPO",

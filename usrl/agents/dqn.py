@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,6 +14,7 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.dqn import DQN
 
+from usrl.agents.buffers import FrameStackReplayBuffer
 from usrl.agents.common import SlimmableAlgorithmMixin
 from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy
 from usrl.nn import get_distill_loss, share_stem, width_control
@@ -38,6 +40,12 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
     :param width_sampling: ``"sandwich"`` (above), or ``"random"``: all ``n_widths`` widths of
         a step drawn uniformly from the range, each on its own TD loss (there is no full-width
         teacher) — the "no sandwich rule" ablation of the US-Nets paper.
+    :param double_q: Double DQN targets: the online network (full width) picks the next action,
+        the target network values it. SB3's DQN has no such option; ``False`` is SB3's target.
+
+    With ``replay_buffer_class=usrl.agents.FrameStackReplayBuffer`` (frames stored once) the
+    n-step return settings (``n_steps``, ``gamma``) are passed to the buffer as SB3 does for
+    its own ``NStepReplayBuffer``.
 
     The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``).
     Each step computes the TD targets once with the full-width target network, runs the widths
@@ -86,6 +94,7 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         distill_temperature: float = 1.0,
         rollout_width: float | None = None,
         width_sampling: str = "sandwich",
+        double_q: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
@@ -96,6 +105,9 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         ):
             raise ValueError(f"distill_temperature must be > 0, got {distill_temperature!r}")
         self.distill_temperature = float(distill_temperature)
+        if not isinstance(double_q, bool):
+            raise ValueError(f"double_q must be True or False, got {double_q!r}")
+        self.double_q = double_q
         super().__init__(
             policy,
             env,
@@ -128,7 +140,15 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
             self._setup_model()
 
     def _setup_model(self) -> None:
-        super()._setup_model()
+        frame_buffer = isinstance(self.replay_buffer_class, type) and issubclass(
+            self.replay_buffer_class, FrameStackReplayBuffer
+        )
+        if frame_buffer and self.replay_buffer is None:
+            self.replay_buffer_kwargs = {"n_steps": self.n_steps, "gamma": self.gamma, **self.replay_buffer_kwargs}
+        with warnings.catch_warnings():
+            if frame_buffer:  # SB3 warns that n_steps is ignored with a custom buffer: this one takes it
+                warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored")
+            super()._setup_model()
         self._setup_widths(USDQNPolicy)
 
     def _width_loss(
@@ -161,7 +181,12 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
 
                 with th.no_grad():
                     control.width = high
-                    next_q_values = q_target(replay_data.next_observations).max(dim=1)[0].reshape(-1, 1)
+                    next_q_all = q_target(replay_data.next_observations)
+                    if self.double_q:
+                        next_actions = q_net(replay_data.next_observations).argmax(dim=1, keepdim=True)
+                        next_q_values = next_q_all.gather(1, next_actions)
+                    else:
+                        next_q_values = next_q_all.max(dim=1)[0].reshape(-1, 1)
                     target_q_values = replay_data.rewards + (1 - replay_data.dones) * discounts * next_q_values
 
                 obs = preprocess_obs(

@@ -1,10 +1,12 @@
 """Resolve an environment name and build vectorised envs the way rl-zoo3 does.
 
 * Atari: short names (``Pong``, ``breakout``, ``SpaceInvaders``; any case) become
-  ``<Name>NoFrameskip-v4``; full ids (``PongNoFrameskip-v4``, ``ALE/Pong-v5``) work too. SB3's
-  ``AtariWrapper`` (noop reset, frame skip 4, episodic life, fire reset, 84x84 grey, reward
-  clipping) and a 4-frame stack are applied. For ``ALE/*-v5`` ids the env is made with
-  ``frameskip=1`` (sticky actions kept), so the wrapper's skip stays the only one.
+  ``<Name>NoFrameskip-v4``; full ids (``PongNoFrameskip-v4``, ``ALE/Pong-v5``) work too. By
+  default the games run in ale-py's vector env (:class:`usrl.envs.AtariVecEnv`: noop reset,
+  frame skip 4, fire reset, 84x84 grey and a 4-frame stack; life loss and reward clipping for
+  training). ``atari_backend="zoo"`` builds rl-zoo3's pipeline instead: SB3's ``AtariWrapper``
+  and ``VecFrameStack``, one Python env per game (for ``ALE/*-v5`` ids the env is made with
+  ``frameskip=1``, sticky actions kept, so the wrapper's skip stays the only one).
 * Classic control and other vector-observation ids (``CartPole-v1``, ``Acrobot-v1``, ...).
 * MinAtar (``MinAtar/Breakout-v1`` ...) with the optional ``minatar`` package: boards
   become channel-first float32 arrays.
@@ -23,6 +25,9 @@ from gymnasium import spaces
 from stable_baselines3.common.atari_wrappers import AtariWrapper
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack
+
+
+ATARI_BACKENDS = ("ale", "zoo")
 
 
 class UnknownEnvError(ValueError):
@@ -125,18 +130,30 @@ def make_vec_env(
     frame_stack: int = 4,
     wrapper_kwargs: dict[str, Any] | None = None,
     eval_env: bool = False,
+    atari_backend: str = "ale",
 ) -> VecEnv:
     """Vectorised envs with SB3 ``Monitor`` files and the family's wrappers.
 
-    ``eval_env=True`` keeps Atari's full episodes and raw rewards visible to the Monitor
-    (SB3's ``AtariWrapper`` with ``terminal_on_life_loss=False`` and no reward clipping), as
-    rl-zoo3 evaluates.
+    ``eval_env=True`` gives Atari evaluation envs: full games and raw scores reach the learner
+    too (no life-loss terminals, no reward clipping), as rl-zoo3 evaluates. Atari episode
+    statistics (``info["episode"]``, monitor files) are full games with raw scores either way.
+    ``atari_backend`` is ``"ale"`` (ale-py's vector env, the default) or ``"zoo"`` (SB3's
+    wrappers). ``wrapper_kwargs`` go to :class:`usrl.envs.AtariVecEnv` or to SB3's ``AtariWrapper``.
     """
     if isinstance(spec, str):
         spec = resolve_env(spec)
+    if atari_backend not in ATARI_BACKENDS:
+        raise ValueError(f"atari_backend must be one of {ATARI_BACKENDS}, got {atari_backend!r}")
     cls = SubprocVecEnv if vec_env_cls == "subproc" else DummyVecEnv
     if monitor_dir is not None:
         os.makedirs(monitor_dir, exist_ok=True)
+    if spec.family == "atari" and atari_backend == "ale":
+        from usrl.envs.ale_vector import AtariVecEnv
+
+        kwargs = {"terminal_on_life_loss": not eval_env, "clip_reward": not eval_env, **(wrapper_kwargs or {})}
+        return AtariVecEnv(
+            spec.env_id, n_envs=n_envs, seed=seed, frame_stack=frame_stack, monitor_dir=monitor_dir, **kwargs
+        )
     if spec.family == "atari":
         kwargs = dict(wrapper_kwargs or {})
         if eval_env:

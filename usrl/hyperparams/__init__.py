@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 # keys a preset may hold besides the algorithm's constructor arguments
-RUN_KEYS = {"n_timesteps", "policy", "n_envs", "frame_stack"}
+RUN_KEYS = {"n_timesteps", "policy", "n_envs", "frame_stack", "eval_freq", "save_freq"}
 # constructor arguments the CLI sets itself
 CLI_OWNED = {"policy", "env", "tensorboard_log", "verbose", "seed", "device", "_init_setup_model"}
 
