@@ -45,11 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _locate(args: argparse.Namespace) -> tuple[Path, str, str, Path]:
-    """(model zip, algo, env name, default out dir)."""
+def locate_model(path: Path, which: str, default_algo: str = "dqn") -> tuple[Path, str, str | None]:
+    """(model zip, algorithm, env name) of a run folder (its ``best_model.zip`` for ``which="best"``
+    when there is one, else its final model), or of a bare zip (``default_algo``, no env name)."""
     import yaml
 
-    path = Path(args.model)
     if path.is_dir():
         cfg_path = path / "config.yml"
         if not cfg_path.is_file():
@@ -57,15 +57,24 @@ def _locate(args: argparse.Namespace) -> tuple[Path, str, str, Path]:
         cfg = yaml.safe_load(cfg_path.read_text())
         final = final_model_path(path, cfg["env_id"])
         best = path / "best_model.zip"
-        zip_path = best if args.which == "best" and best.is_file() else final
+        zip_path = best if which == "best" and best.is_file() else final
         if not zip_path.is_file():
             raise UsageError(f"{path} has no saved model yet ({zip_path.name})")
-        return zip_path, args.algo or cfg["algo"], args.env or cfg["env"], path / "sweep"
+        return zip_path, cfg["algo"], cfg["env"]
     if not path.is_file():
         raise UsageError(f"no such run folder or model zip: {path}")
+    return path, default_algo, None
+
+
+def _locate(args: argparse.Namespace) -> tuple[Path, str, str, Path]:
+    """(model zip, algo, env name, default out dir)."""
+    path = Path(args.model)
+    zip_path, algo, env = locate_model(path, args.which, args.algo or "dqn")
+    if path.is_dir():
+        return zip_path, args.algo or algo, args.env or env, path / "sweep"  # type: ignore[return-value]
     if not args.env:
         raise UsageError("--env is required for a bare model zip")
-    return path, args.algo or "dqn", args.env, path.parent / f"{path.stem}_sweep"
+    return zip_path, algo, args.env, path.parent / f"{path.stem}_sweep"
 
 
 def _load_compare(paths: list[str]) -> list[dict[str, Any]]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
+import zipfile
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,6 +14,7 @@ import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.dqn import DQN
 
@@ -150,6 +154,48 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
                 warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored")
             super()._setup_model()
         self._setup_widths(USDQNPolicy)
+
+    def save_acting(self, path: str | Path, dtype: th.dtype = th.float16) -> None:
+        """Save a small zip for acting, sweeping and watching: the Q-network's weights only (in
+        ``dtype``), no target network, no optimizer state. ``USDQN.load`` accepts it, rebuilds the
+        target network as a copy of the Q-network and starts a fresh optimizer (with a warning)."""
+        buf = io.BytesIO()
+        self.save(buf)
+        weights = {
+            k: (v.to(dtype) if v.is_floating_point() else v)
+            for k, v in self.policy.state_dict().items()
+            if not k.startswith("q_net_target.")
+        }
+        policy_bytes = io.BytesIO()
+        th.save(weights, policy_bytes)
+        buf.seek(0)
+        with zipfile.ZipFile(buf) as full, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+            for name in full.namelist():
+                if name == "policy.optimizer.pth":
+                    continue
+                out.writestr(name, policy_bytes.getvalue() if name == "policy.pth" else full.read(name))
+
+    def set_parameters(
+        self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True, device: th.device | str = "auto"
+    ) -> None:
+        """SB3's ``set_parameters``; also takes the acting-only weights of :meth:`save_acting`."""
+        params = load_path_or_dict
+        if not isinstance(params, dict):
+            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
+        policy = params.get("policy", {})
+        if policy and not any(k.startswith("q_net_target.") for k in policy):
+            warnings.warn(
+                "acting-only model (no target network, no optimizer state): the target network is a copy of "
+                "the Q-network and the optimizer starts fresh",
+                stacklevel=2,
+            )
+            dtype = next(iter(self.policy.parameters())).dtype
+            full = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in policy.items()}
+            full.update({"q_net_target." + k[len("q_net.") :]: v.clone() for k, v in full.items() if k.startswith("q_net.")})
+            super().set_parameters({"policy": full}, exact_match=False, device=device)
+            self.policy.load_state_dict(full, strict=True)  # every weight is there: fail loudly otherwise
+            return
+        super().set_parameters(params, exact_match=exact_match, device=device)
 
     def _width_loss(
         self, q_all: th.Tensor, teacher: th.Tensor, td_loss: th.Tensor | None

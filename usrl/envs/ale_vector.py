@@ -22,6 +22,7 @@ lengths count agent steps (the zoo's ``Monitor`` sits under the frame skip and c
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -65,7 +66,10 @@ class AtariVecEnv(VecEnv):
     :param terminal_on_life_loss: a lost life ends the learner's episode (the game goes on).
     :param clip_reward: the learner gets ``sign(reward)``; episode statistics keep the raw score.
     :param noop_max: at most this many noop actions at each game start.
-    :param num_threads: ale-py's worker threads (0: its default).
+    :param num_threads: ale-py's worker threads (default: half the CPU cores, at least one; the
+        other half is left to torch, whose threads otherwise contend with ale-py's).
+    :param max_episode_frames: a game is truncated after this many emulator frames (default: the
+        id's, 108,000 = 30 minutes of play).
     :param monitor_dir: folder for ``monitor.csv`` (full games, raw scores); ``None``: no file.
     """
 
@@ -78,7 +82,8 @@ class AtariVecEnv(VecEnv):
         terminal_on_life_loss: bool = True,
         clip_reward: bool = True,
         noop_max: int = 30,
-        num_threads: int = 0,
+        num_threads: int | None = None,
+        max_episode_frames: int | None = None,
         monitor_dir: str | Path | None = None,
     ) -> None:
         from ale_py.vector_env import AtariVectorEnv
@@ -86,6 +91,8 @@ class AtariVecEnv(VecEnv):
         if n_envs < 1 or frame_stack < 1:
             raise ValueError(f"n_envs and frame_stack must be >= 1, got {n_envs} and {frame_stack}")
         settings = ale_game_settings(env_id)
+        if num_threads is None:
+            num_threads = max(1, (os.cpu_count() or 2) // 2)
         self.env_id = env_id
         self.terminal_on_life_loss = terminal_on_life_loss
         self.clip_reward = clip_reward
@@ -94,7 +101,7 @@ class AtariVecEnv(VecEnv):
             settings["game"], n_envs, num_threads=num_threads,
             repeat_action_probability=settings["repeat_action_probability"],
             full_action_space=settings["full_action_space"],
-            max_num_frames_per_episode=settings["max_num_frames_per_episode"],
+            max_num_frames_per_episode=max_episode_frames or settings["max_num_frames_per_episode"],
             autoreset_mode="SameStep", img_height=FRAME_SIZE, img_width=FRAME_SIZE, grayscale=True,
             stack_num=1, frameskip=FRAME_SKIP, maxpool=True, noop_max=noop_max,
             episodic_life=False, life_loss_info=False, reward_clipping=False, use_fire_reset=True,
