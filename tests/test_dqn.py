@@ -236,3 +236,89 @@ def test_drop_in_cnn_policy_in_plain_sb3_dqn_on_atari() -> None:
     assert feats.linear[0].shape_at(0.25) == (16 * 49, 128)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=1)
     assert np.isfinite(mean)
+
+
+@pytest.mark.parametrize("double_q", [True, False])
+def test_double_q_target_by_hand(double_q: bool) -> None:
+    """One full-width update equals a hand-built one with (Double) DQN targets on the same batch."""
+    import copy
+
+    import torch.nn.functional as F
+
+    us = USDQN("MlpPolicy", "CartPole-v1", n_widths=1, double_q=double_q, learning_starts=10, buffer_size=1000, seed=1)
+    _fill(us)
+    us.policy.q_net_target.load_state_dict({k: v + 0.05 for k, v in us.policy.q_net.state_dict().items()})
+    us._setup_learn(1)
+    ref = copy.deepcopy(us.policy)
+    np.random.seed(0)
+    us.train(gradient_steps=1, batch_size=32)
+    np.random.seed(0)
+    data = us.replay_buffer.sample(32)
+    with torch.no_grad():
+        next_target = ref.q_net_target(data.next_observations)
+        if double_q:
+            next_q = next_target.gather(1, ref.q_net(data.next_observations).argmax(dim=1, keepdim=True))
+        else:
+            next_q = next_target.max(dim=1, keepdim=True)[0]
+        target = data.rewards + (1 - data.dones) * us.gamma * next_q
+    loss = F.smooth_l1_loss(ref.q_net(data.observations).gather(1, data.actions.long()), target)
+    ref.optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(ref.parameters(), us.max_grad_norm)
+    ref.optimizer.step()
+    assert us.logger.name_to_value["train/loss"] == pytest.approx(loss.item(), rel=1e-5)
+    for a, b in zip(us.policy.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_double_q_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match="double_q"):
+        USDQN("MlpPolicy", "CartPole-v1", double_q="yes")  # type: ignore[arg-type]
+
+
+def test_frame_stack_buffer_gets_the_n_step_settings() -> None:
+    import warnings
+
+    from usrl.agents import FrameStackReplayBuffer
+    from usrl.envs import make_vec_env
+
+    env = make_vec_env("Pong", n_envs=2, seed=0, wrapper_kwargs={"num_threads": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # SB3's "n_steps is ignored" warning would be wrong here
+        m = USDQN("CnnPolicy", env, buffer_size=200, learning_starts=40, n_steps=3, gamma=0.9,
+                  replay_buffer_class=FrameStackReplayBuffer, device="cpu", seed=0)  # fmt: skip
+    assert isinstance(m.replay_buffer, FrameStackReplayBuffer)
+    assert (m.replay_buffer.n_steps, m.replay_buffer.gamma, m.replay_buffer.buffer_size) == (3, 0.9, 100)
+    m.learn(60)  # learns from rebuilt stacks and 3-step returns
+    assert m._n_updates > 0
+    env.close()
+
+
+def test_acting_zip_is_small_and_loads_for_acting_and_training(tmp_path: Path) -> None:
+    from usrl.envs import make_vec_env
+
+    env = make_vec_env("Pong", n_envs=2, seed=0, wrapper_kwargs={"num_threads": 1})
+    m = USDQN("CnnPolicy", env, buffer_size=200, learning_starts=20, device="cpu", seed=0)
+    m.learn(40)
+    m.save(tmp_path / "full.zip")
+    m.save_acting(tmp_path / "half.zip")
+    m.save_acting(tmp_path / "single.zip", dtype=torch.float32)
+    assert (tmp_path / "half.zip").stat().st_size < (tmp_path / "full.zip").stat().st_size / 6
+    with pytest.warns(UserWarning, match="acting-only model"):
+        exact = USDQN.load(tmp_path / "single.zip", env=env, device="cpu")
+    with pytest.warns(UserWarning, match="acting-only model"):
+        half = USDQN.load(tmp_path / "half.zip", env=env, device="cpu")
+    obs = env.reset()
+    x = torch.as_tensor(obs)
+    for w in (0.25, 0.6, 1.0):
+        for model in (m, exact, half):
+            model.policy.set_width(w)
+        with torch.no_grad():
+            q, q_exact, q_half = m.q_net(x), exact.q_net(x), half.q_net(x)
+        torch.testing.assert_close(q_exact, q)
+        torch.testing.assert_close(q_half, q, rtol=0, atol=1e-3)  # float16 weights
+    assert all(p.dtype == torch.float32 for p in half.policy.parameters())
+    for a, b in zip(half.q_net.parameters(), half.q_net_target.parameters(), strict=True):
+        torch.testing.assert_close(a, b)  # the target network is rebuilt from the Q-network
+    half.learn(20)  # a fresh optimizer trains on
+    env.close()

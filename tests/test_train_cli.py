@@ -30,13 +30,16 @@ def test_short_pong_run_produces_every_artifact(tmp_path: Path) -> None:
     run = tmp_path / "logs" / "dqn" / "Pong_1"
     cfg = yaml.safe_load((run / "config.yml").read_text())
     assert cfg["env_id"] == "PongNoFrameskip-v4" and cfg["hyperparams"]["buffer_size"] == 1000
-    assert cfg["hyperparams"]["optimize_memory_usage"] is True and cfg["hyperparams"]["n_widths"] == 4
+    hp = cfg["hyperparams"]
+    assert hp["replay_buffer_class"] == "usrl.agents.FrameStackReplayBuffer" and hp["n_steps"] == 3
+    assert hp["n_envs"] == 10 and hp["n_widths"] == 4
+    assert cfg["eval"]["freq"] == 1200 and cfg["save_freq"] == 600  # the flags win over the preset's
     assert "torch" in cfg["versions"] and "usrl.train" in cfg["command"]
     for name in (
         "PongNoFrameskip-v4.zip",
         "best_model.zip",
         "evaluations.csv",
-        "0.monitor.csv",
+        "monitor.csv",
         "checkpoints/latest.json",
     ):
         assert (run / name).is_file(), name
@@ -123,6 +126,14 @@ def test_kill_9_then_resume_finishes_with_the_right_total(tmp_path: Path) -> Non
         steps = sorted({int(r["timesteps"]) for r in csv.DictReader(f)})
     assert steps[:3] == [2000, 4000, 6000]
     assert len(list((run / "DQN_1").glob("events.*"))) == 2  # the same tensorboard run continues
+    from usrl.callbacks import read_segments
+
+    first, second = read_segments(run / "segments.csv")  # wall time per segment, killed one included
+    assert (first["segment"], first["start_timesteps"], second["segment"]) == (1, 0, 2)
+    assert killed_at <= first["end_timesteps"] and first["wall_s"] > 0
+    assert second["start_timesteps"] == killed_at and second["end_timesteps"] == final.num_timesteps
+    assert "--resume" in second["command"] and "--resume" not in first["command"]
+    assert 0 < second["eval_s"] < second["wall_s"]
 
 
 def test_same_seed_same_evaluations(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import random
+import time
+from datetime import datetime, timezone
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -89,6 +91,7 @@ class WidthEvalCallback(PeriodicCallback):
         full = [r["mean_return"] for r in self.rows if r["width"] == full_width]
         self.best = max(full) if full else -np.inf
         self.last_eval = max((r["timesteps"] for r in self.rows), default=-1)
+        self.seconds = 0.0  # spent evaluating in this process
 
     def act(self) -> None:
         self.evaluate()
@@ -99,6 +102,7 @@ class WidthEvalCallback(PeriodicCallback):
 
     def evaluate(self) -> None:
         """Evaluate at every width now and write the results."""
+        t0 = time.perf_counter()
         results = [evaluate_at_width(self.model, self.eval_env, w, self.n_eval_episodes) for w in self.widths]
         for res in results:
             self.rows.append({"timesteps": self.num_timesteps, **res.as_dict()})
@@ -110,6 +114,7 @@ class WidthEvalCallback(PeriodicCallback):
         if full is not None and full.mean_return > self.best:
             self.best = full.mean_return
             atomic_write(self.run_dir / "best_model.zip", self.model.save, suffix=".zip")
+        self.seconds += time.perf_counter() - t0
         if self.verbose:
             summary = "  ".join(f"w={r.width:.2f}: {r.mean_return:.1f}±{r.std_return:.1f}" for r in results)
             print(f"Eval at {self.num_timesteps} steps: {summary}", flush=True)
@@ -176,3 +181,53 @@ def latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return json.loads(path.read_text())
+
+
+SEGMENT_COLUMNS = ["segment", "started_utc", "start_timesteps", "end_timesteps", "wall_s", "eval_s", "command"]
+
+
+class SegmentLog(PeriodicCallback):
+    """Wall time per training segment (a fresh start, or each ``--resume``) in ``segments.csv``.
+
+    One row per segment: when it started, the env steps it started and (so far) ended at, its
+    wall time and the part of it spent evaluating. The row is rewritten every ``freq`` env steps
+    and at the end, so a killed segment keeps its time up to its last write.
+    """
+
+    def __init__(self, run_dir: Path, command: str, evaluation: WidthEvalCallback | None, freq: int = 10_000) -> None:
+        super().__init__(freq, verbose=0)
+        self.path, self.command, self.evaluation = run_dir / "segments.csv", command, evaluation
+        self.rows = read_segments(self.path)
+        self.t0 = time.time()
+        self.row: dict[str, Any] = {}
+
+    def _on_training_start(self) -> None:
+        started = datetime.fromtimestamp(self.t0, timezone.utc).isoformat(timespec="seconds")
+        self.row = {"segment": len(self.rows) + 1, "started_utc": started, "start_timesteps": self.model.num_timesteps,
+                    "command": self.command}  # fmt: skip
+        self.act()
+
+    def _on_training_end(self) -> None:
+        self.act()
+
+    def act(self) -> None:
+        self.row.update(
+            end_timesteps=self.model.num_timesteps,
+            wall_s=round(time.time() - self.t0, 1),
+            eval_s=round(self.evaluation.seconds if self.evaluation is not None else 0.0, 1),
+        )
+        atomic_write_csv(self.path, [*self.rows, self.row], SEGMENT_COLUMNS)
+
+
+def read_segments(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``segments.csv`` (numbers parsed); empty if the file does not exist."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key in ("segment", "start_timesteps", "end_timesteps"):
+            row[key] = int(row[key])
+        for key in ("wall_s", "eval_s"):
+            row[key] = float(row[key])
+    return rows

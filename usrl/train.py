@@ -147,6 +147,7 @@ class Job:
     trained_agent: str | None = None
     resume: dict[str, Any] | None = None
     eval_rows: list[dict[str, Any]] = field(default_factory=list)
+    invocation: str = ""  # this segment's command line (a resumed run keeps its first one as ``command``)
 
     @property
     def n_timesteps(self) -> int:
@@ -226,7 +227,9 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
     if args.resume:
-        return _prepare_resume(args, command)
+        job = _prepare_resume(args, command)
+        job.invocation = command
+        return job
     if not args.env:
         raise UsageError("--env is required (or --resume RUN_DIR)")
     algos = algorithms()
@@ -356,7 +359,7 @@ def _build_model(job: Job, env: Any) -> Any:
 
 def run(job: Job) -> int:
     """Train, evaluate and save. Returns the exit code."""
-    from usrl.callbacks import ResumableCheckpoint, WidthEvalCallback
+    from usrl.callbacks import ResumableCheckpoint, SegmentLog, WidthEvalCallback
     from usrl.utils import atomic_write
 
     fresh = job.resume is None
@@ -381,9 +384,13 @@ def run(job: Job) -> int:
             shutil.rmtree(job.run_dir, ignore_errors=True)
         raise
     high = model.policy.width_range[1]
+    evaluation = WidthEvalCallback(
+        eval_env, job.eval_widths, job.eval_freq, job.eval_episodes, job.run_dir, high, job.eval_rows, job.verbose
+    )
     callbacks = [
-        WidthEvalCallback(
-            eval_env, job.eval_widths, job.eval_freq, job.eval_episodes, job.run_dir, high, job.eval_rows, job.verbose
+        evaluation,
+        SegmentLog(  # before the checkpoint: a checkpoint's segment row is never older than it
+            job.run_dir, job.invocation or job.command, evaluation, job.save_freq if job.save_freq > 0 else DEFAULT_RUN_FREQ
         ),
         ResumableCheckpoint(job.save_freq, job.run_dir, job.verbose),
     ]
