@@ -131,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     steps = max((s["end_timesteps"] for s in segments), default=model.num_timesteps)
 
     at_goal = {r["width"]: r for r in sweep if round(r["width"], 4) in GOAL_WIDTHS}
+    def goal(mean: float) -> str:
+        return "met" if mean >= GOAL_SCORE else f"missed by {GOAL_SCORE - mean:.2f}"
+
     verdict = [
-        f"| {w:g} | {at_goal[w]['mean_return']:+.2f} ± {at_goal[w]['std_return']:.2f} | {at_goal[w]['min_return']:+.0f} "
-        f"| {'met' if at_goal[w]['mean_return'] >= GOAL_SCORE else f'missed by {GOAL_SCORE - at_goal[w]['mean_return']:.2f}'} |"
-        for w in GOAL_WIDTHS
+        f"| {w:g} | {r['mean_return']:+.2f} ± {r['std_return']:.2f} | {r['min_return']:+.0f} | {goal(r['mean_return'])} |"
+        for w, r in ((w, at_goal[w]) for w in GOAL_WIDTHS)
     ]
     hp = cfg["hyperparams"]
     sweep_cmd = "python -m usrl.sweep " + " ".join([str(args.run), *SWEEP_ARGS, "--out", str(out)])

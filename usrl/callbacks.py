@@ -6,8 +6,8 @@ import csv
 import json
 import random
 import time
-from datetime import datetime, timezone
 from dataclasses import fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 

@@ -1,11 +1,16 @@
 """Stable-Baselines3 plug-ins: slimmable policies and US algorithms."""
 
-from usrl.agents.ac_policies import USActorCriticCnnPolicy, USActorCriticPolicy, USMlpExtractor
+from usrl.agents.ac_policies import (
+    USActorCriticCnnPolicy,
+    USActorCriticPolicy,
+    USMlpExtractor,
+    USMultiInputActorCriticPolicy,
+)
 from usrl.agents.actor_critic import USA2C, USPPO
 from usrl.agents.buffers import FrameStackReplayBuffer
 from usrl.agents.dqn import USDQN
-from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy, USQNetwork
-from usrl.agents.torch_layers import USMinAtarCNN, USNatureCNN, create_us_mlp
+from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy, USMultiInputPolicy, USQNetwork
+from usrl.agents.torch_layers import USCombinedExtractor, USMinAtarCNN, USNatureCNN, create_us_mlp
 
 __all__ = [
     "FrameStackReplayBuffer",
@@ -15,10 +20,13 @@ __all__ = [
     "USActorCriticCnnPolicy",
     "USActorCriticPolicy",
     "USCnnPolicy",
+    "USCombinedExtractor",
     "USDQNPolicy",
     "USMinAtarCNN",
     "USMlpExtractor",
     "USMlpPolicy",
+    "USMultiInputActorCriticPolicy",
+    "USMultiInputPolicy",
     "USNatureCNN",
     "USQNetwork",
     "create_us_mlp",

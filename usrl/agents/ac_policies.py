@@ -14,7 +14,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
 
 from usrl.agents.common import SlimmablePolicyMixin, check_divisor, extractor_kwargs
-from usrl.agents.torch_layers import USNatureCNN, create_us_mlp, is_slimmable_extractor
+from usrl.agents.torch_layers import USCombinedExtractor, USNatureCNN, create_us_mlp, is_slimmable_extractor
 from usrl.nn import DEFAULT_WIDTH_RANGE, USConv2d, USLinear, check_width_range, make_slimmable
 
 
@@ -136,7 +136,7 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
             use_expln,
             squash_output,
             features_extractor_class,
-            extractor_kwargs(features_extractor_class, features_extractor_kwargs, divisor),
+            extractor_kwargs(features_extractor_class, features_extractor_kwargs, divisor, normalize_images),
             share_features_extractor,
             normalize_images,
             optimizer_class,
@@ -204,6 +204,16 @@ class USActorCriticCnnPolicy(USActorCriticPolicy):
         kwargs.setdefault("features_extractor_class", USNatureCNN)
         if kwargs.get("net_arch") is None and len(args) < 4:
             kwargs["net_arch"] = []
+        super().__init__(*args, **kwargs)
+
+
+class USMultiInputActorCriticPolicy(USActorCriticPolicy):
+    """:class:`USActorCriticPolicy` for Dict observations (SB3's ``MultiInputPolicy``): a
+    :class:`USCombinedExtractor` (slimmable image encoders, flattened vectors) by default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if len(args) < 8:  # features_extractor_class not given by position
+            kwargs.setdefault("features_extractor_class", USCombinedExtractor)
         super().__init__(*args, **kwargs)
 
 

@@ -19,6 +19,7 @@ from stable_baselines3.common.utils import explained_variance
 from usrl.agents.ac_policies import (
     USActorCriticCnnPolicy,
     USActorCriticPolicy,
+    USMultiInputActorCriticPolicy,
     detach_distribution,
     distribution_kl,
 )
@@ -113,6 +114,14 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # type: ignore[attr-defined]
 
 
+def _check_no_sde(use_sde: bool) -> None:
+    if use_sde:
+        raise ValueError(
+            "use_sde=True (gSDE) is not supported by US algorithms: its exploration matrix is sized by the "
+            "full-width latent; use use_sde=False"
+        )
+
+
 _US_DOC = """
     US settings (besides SB3's parameters):
 
@@ -128,6 +137,7 @@ _US_DOC = """
         random, each on its own loss: the "no sandwich rule" ablation).
 
     The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``).
+    SB3's gSDE parameters are accepted for compatibility; ``use_sde=True`` raises ``ValueError``.
     Logs ``train/loss_full_width``, ``train/loss_w<low>``, ``train/loss_random_widths``,
     ``train/distill_kl`` and ``train/distill_value`` besides SB3's own entries (computed at
     the first width of each step: the full width under the sandwich rule).
@@ -140,6 +150,7 @@ class USPPO(USActorCriticMixin, PPO):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": USActorCriticPolicy,
         "CnnPolicy": USActorCriticCnnPolicy,
+        "MultiInputPolicy": USMultiInputActorCriticPolicy,
     }
 
     def __init__(
@@ -158,6 +169,8 @@ class USPPO(USActorCriticMixin, PPO):
         ent_coef: float = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         target_kl: float | None = None,
@@ -175,11 +188,13 @@ class USPPO(USActorCriticMixin, PPO):
         _init_setup_model: bool = True,
     ) -> None:
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
+        _check_no_sde(use_sde)
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
             gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
             normalize_advantage=normalize_advantage, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
-            rollout_buffer_class=rollout_buffer_class, rollout_buffer_kwargs=rollout_buffer_kwargs,
+            use_sde=use_sde, sde_sample_freq=sde_sample_freq, rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
             target_kl=target_kl, stats_window_size=stats_window_size, tensorboard_log=tensorboard_log,
             policy_kwargs=policy_kwargs, verbose=verbose, seed=seed, device=device, _init_setup_model=False,
         )  # fmt: skip
@@ -261,6 +276,7 @@ class USA2C(USActorCriticMixin, A2C):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": USActorCriticPolicy,
         "CnnPolicy": USActorCriticCnnPolicy,
+        "MultiInputPolicy": USMultiInputActorCriticPolicy,
     }
 
     def __init__(
@@ -276,6 +292,8 @@ class USA2C(USActorCriticMixin, A2C):
         max_grad_norm: float = 0.5,
         rms_prop_eps: float = 1e-5,
         use_rms_prop: bool = True,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         rollout_buffer_class: type[RolloutBuffer] | None = None,
         rollout_buffer_kwargs: dict[str, Any] | None = None,
         normalize_advantage: bool = False,
@@ -293,10 +311,12 @@ class USA2C(USActorCriticMixin, A2C):
         _init_setup_model: bool = True,
     ) -> None:
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
+        _check_no_sde(use_sde)
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, gamma=gamma, gae_lambda=gae_lambda,
             ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm, rms_prop_eps=rms_prop_eps,
-            use_rms_prop=use_rms_prop, rollout_buffer_class=rollout_buffer_class,
+            use_rms_prop=use_rms_prop, use_sde=use_sde, sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
             rollout_buffer_kwargs=rollout_buffer_kwargs, normalize_advantage=normalize_advantage,
             stats_window_size=stats_window_size, tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs,
             verbose=verbose, seed=seed, device=device, _init_setup_model=False,

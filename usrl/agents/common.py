@@ -22,12 +22,18 @@ def check_divisor(divisor: Any) -> int:
 
 
 def extractor_kwargs(
-    extractor_class: type[BaseFeaturesExtractor], kwargs: dict[str, Any] | None, divisor: int
+    extractor_class: type[BaseFeaturesExtractor], kwargs: dict[str, Any] | None, divisor: int, normalize_images: bool
 ) -> dict[str, Any]:
-    """``features_extractor_kwargs`` with the policy's ``divisor`` passed on to usrl's extractors."""
+    """``features_extractor_kwargs`` with the policy's ``divisor`` passed on to usrl's extractors,
+    and (as SB3 does for its image extractors) their image checks relaxed when the policy does
+    not normalise images."""
+    from usrl.agents.torch_layers import USCombinedExtractor, USNatureCNN
+
     kwargs = dict(kwargs or {})
     if issubclass(extractor_class, BaseFeaturesExtractor) and extractor_class.__module__.startswith("usrl."):
         kwargs.setdefault("divisor", divisor)
+    if not normalize_images and issubclass(extractor_class, (USNatureCNN, USCombinedExtractor)):
+        kwargs["normalized_image"] = True
     return kwargs
 
 

@@ -20,7 +20,7 @@ from stable_baselines3.dqn import DQN
 
 from usrl.agents.buffers import FrameStackReplayBuffer
 from usrl.agents.common import SlimmableAlgorithmMixin
-from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy
+from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy, USMultiInputPolicy
 from usrl.nn import get_distill_loss, share_stem, width_control
 
 DISTILL_MODES = ("mse", "huber", "kl", None)
@@ -62,6 +62,7 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": USMlpPolicy,
         "CnnPolicy": USCnnPolicy,
+        "MultiInputPolicy": USMultiInputPolicy,
     }
     policy: USDQNPolicy
 

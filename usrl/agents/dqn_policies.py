@@ -12,7 +12,7 @@ from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from usrl.agents.common import SlimmablePolicyMixin, check_divisor, extractor_kwargs
-from usrl.agents.torch_layers import USNatureCNN, create_us_mlp, is_slimmable_extractor
+from usrl.agents.torch_layers import USCombinedExtractor, USNatureCNN, create_us_mlp, is_slimmable_extractor
 from usrl.nn import DEFAULT_WIDTH_RANGE, check_width_range, make_slimmable
 
 
@@ -81,7 +81,9 @@ class USDQNPolicy(SlimmablePolicyMixin, DQNPolicy):
     ) -> None:
         self.width_range = check_width_range(*width_range)
         self.divisor = check_divisor(divisor)
-        features_extractor_kwargs = extractor_kwargs(features_extractor_class, features_extractor_kwargs, divisor)
+        features_extractor_kwargs = extractor_kwargs(
+            features_extractor_class, features_extractor_kwargs, divisor, normalize_images
+        )
         if optimizer_kwargs is None and optimizer_class is th.optim.Adam:
             optimizer_kwargs = {"fused": True}
         super().__init__(
@@ -135,6 +137,41 @@ class USCnnPolicy(USDQNPolicy):
     ) -> None:
         if net_arch is None:
             net_arch = []  # SB3's CnnPolicy: the head sits directly on the 512 features
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch,
+            activation_fn,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+            width_range,
+            divisor,
+        )
+
+
+class USMultiInputPolicy(USDQNPolicy):
+    """:class:`USDQNPolicy` for Dict observations (SB3's ``MultiInputPolicy``): a
+    :class:`USCombinedExtractor` (slimmable image encoders, flattened vectors) by default."""
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        lr_schedule: Schedule,
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = USCombinedExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        width_range: tuple[float, float] = DEFAULT_WIDTH_RANGE,
+        divisor: int = 1,
+    ) -> None:
         super().__init__(
             observation_space,
             action_space,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
@@ -22,8 +22,13 @@ class USNatureCNN(BaseFeaturesExtractor):
 
     :param observation_space: a channel-first image Box.
     :param features_dim: features at full width (512).
-    :param normalized_image: as SB3's: skip the uint8 / [0, 255] checks.
+    :param normalized_image: as SB3's: skip the uint8 / [0, 255] checks (SB3's policies, and ours,
+        set it when ``normalize_images=False``).
     :param divisor: channel rounding at smaller widths (1: ``round(C * w)``).
+    :param slim_output: whether the ``features_dim`` features follow the width (``False``: every
+        width outputs all of them, as each image encoder of :class:`USCombinedExtractor` does).
+
+    Observation spaces SB3's ``NatureCNN`` rejects fail here the same way (``AssertionError``).
     """
 
     def __init__(
@@ -32,15 +37,16 @@ class USNatureCNN(BaseFeaturesExtractor):
         features_dim: int = 512,
         normalized_image: bool = False,
         divisor: int = 1,
+        slim_output: bool = True,
     ) -> None:
-        if not isinstance(observation_space, spaces.Box):
-            raise ValueError(f"USNatureCNN needs a Box observation space, not {observation_space}")
-        if not is_image_space(observation_space, check_channels=False, normalized_image=normalized_image):
-            raise ValueError(
-                f"USNatureCNN needs channel-first images, not {observation_space} (use an MLP policy for vectors, "
-                "or normalize_images=False / normalized_image=True for already normalised images)"
-            )
+        # SB3's NatureCNN asserts this very condition: code written against it catches AssertionError
+        assert is_image_space(observation_space, check_channels=False, normalized_image=normalized_image), (
+            f"USNatureCNN needs channel-first images, not {observation_space} (use MlpPolicy for vectors, "
+            "MultiInputPolicy for dicts, or normalize_images=False for images that are already normalised)"
+        )
+        assert isinstance(observation_space, spaces.Box)
         super().__init__(observation_space, features_dim)
+        self.slims_output = slim_output
         n_input_channels = observation_space.shape[0]
         self.cnn = nn.Sequential(
             USConv2d(n_input_channels, 32, kernel_size=8, stride=4, slim_in=False, divisor=divisor),
@@ -55,10 +61,42 @@ class USNatureCNN(BaseFeaturesExtractor):
             sample = th.as_tensor(observation_space.sample()[None]).float()
             n_flatten = self.cnn(sample).shape[1]
         spatial = n_flatten // 64  # H*W features per channel of the last conv
-        self.linear = nn.Sequential(USLinear(n_flatten, features_dim, ratio=(spatial, 1), divisor=divisor), nn.ReLU())
+        self.linear = nn.Sequential(
+            USLinear(n_flatten, features_dim, ratio=(spatial, 1), divisor=divisor, slim_out=slim_output), nn.ReLU()
+        )
 
     def forward(self, observations: th.Tensor) -> th.Tensor:
         return self.linear(self.cnn(observations))
+
+
+class USCombinedExtractor(BaseFeaturesExtractor):
+    """SB3's ``CombinedExtractor`` for Dict observations, with slimmable image encoders.
+
+    Each image key goes through a :class:`USNatureCNN` whose channels follow the width while
+    its ``cnn_output_dim`` features do not; other keys are flattened. The concatenation has the
+    same size at every width, so the network after it slims from its first hidden layer on.
+    """
+
+    def __init__(
+        self, observation_space: spaces.Dict, cnn_output_dim: int = 256, normalized_image: bool = False, divisor: int = 1
+    ) -> None:
+        super().__init__(observation_space, features_dim=1)
+        extractors: dict[str, nn.Module] = {}
+        total = 0
+        for key, subspace in observation_space.spaces.items():
+            if is_image_space(subspace, normalized_image=normalized_image):
+                extractors[key] = USNatureCNN(
+                    subspace, cnn_output_dim, normalized_image=normalized_image, divisor=divisor, slim_output=False
+                )
+                total += cnn_output_dim
+            else:
+                extractors[key] = nn.Flatten()
+                total += get_flattened_obs_dim(subspace)
+        self.extractors = nn.ModuleDict(extractors)
+        self._features_dim = total
+
+    def forward(self, observations: dict[str, th.Tensor]) -> th.Tensor:
+        return th.cat([extractor(observations[key]) for key, extractor in self.extractors.items()], dim=1)
 
 
 class USMinAtarCNN(BaseFeaturesExtractor):
@@ -86,8 +124,10 @@ class USMinAtarCNN(BaseFeaturesExtractor):
 
 
 def is_slimmable_extractor(extractor: nn.Module) -> bool:
-    """True if ``extractor``'s output features follow the width (it is one of usrl's extractors)."""
-    return isinstance(extractor, (USNatureCNN, USMinAtarCNN))
+    """True if ``extractor``'s output features follow the width (one of usrl's slimming extractors)."""
+    if isinstance(extractor, USNatureCNN):
+        return extractor.slims_output
+    return isinstance(extractor, USMinAtarCNN)
 
 
 def create_us_mlp(
