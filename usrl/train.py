@@ -213,7 +213,17 @@ def _resolve_hyperparams(args: argparse.Namespace, algo_class: type, env_id: str
     n_widths = hp.get("n_widths", 4)
     if not isinstance(n_widths, int) or isinstance(n_widths, bool) or n_widths < 1:
         raise UsageError(f"n_widths must be an integer >= 1, got {n_widths!r}")
+    _check(args.algo, hp)
     return hp
+
+
+def _check(algo: str, hp: dict[str, Any]) -> None:
+    from usrl.hyperparams.validate import check_hyperparams
+
+    try:
+        check_hyperparams(algo, hp)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
@@ -226,6 +236,8 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
 
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.resume:
         job = _prepare_resume(args, command)
         job.invocation = command
@@ -283,6 +295,7 @@ def _prepare_resume(args: argparse.Namespace, command: str) -> Job:
         raise UsageError(f"--resume: {run_dir} is not a run folder (no config.yml)")
     try:
         cfg = yaml.safe_load(config_path.read_text())
+        _check(cfg["algo"], {**cfg["hyperparams"], "eval_freq": cfg["eval"]["freq"], "save_freq": cfg["save_freq"]})
         model_kwargs = to_model_kwargs(cfg["hyperparams"])
         entry = latest_checkpoint(run_dir)
     except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -53,6 +54,18 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
     def _setup_model(self) -> None:
         super()._setup_model()  # type: ignore[misc]
         self._setup_widths(USActorCriticPolicy)
+
+    def _maybe_recommend_cpu(self, mlp_class_name: str = "ActorCriticPolicy") -> None:
+        """SB3's advice to run MLP policies on the CPU, given for usrl's MLP policy too."""
+        if self.device != th.device("cpu") and self.policy_class is USActorCriticPolicy:  # type: ignore[attr-defined]
+            sb3_name = next(c.__name__ for c in type(self).__mro__ if c.__module__.startswith("stable_baselines3."))
+            warnings.warn(
+                f"You are trying to run {sb3_name} on the GPU (as {type(self).__name__}), but it is primarily "
+                "intended to run on the CPU when not using a CNN policy (you are using an MLP policy). See "
+                "https://github.com/DLR-RM/stable-baselines3/issues/1245. Pass device='cpu' to use the CPU.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _actions(self, data: RolloutBufferSamples) -> th.Tensor:
         if isinstance(self.action_space, spaces.Discrete):
