@@ -353,3 +353,76 @@ def test_minatar_with_the_small_slimmable_cnn(tmp_path: Path) -> None:
     from usrl.agents import USMinAtarCNN
 
     assert isinstance(USDQN.load(run / "MinAtar-Breakout-v1.zip").q_net.features_extractor, USMinAtarCNN)
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "usrl.train", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_a_resumable_checkpoint_then_resume_finishes(tmp_path: Path, signum: int, code: int) -> None:
+    args = ["--env", "CartPole-v1", "-n", "12000", "--save-freq", "4000", "--eval-freq", "0", "--eval-episodes", "1",
+            "--verbose", "0"]  # fmt: skip
+    proc = _start(tmp_path, *args)
+    run = tmp_path / "logs" / "dqn" / "CartPole-v1_1"
+    deadline = time.time() + 300
+    while time.time() < deadline and _latest(run) < 4000 and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # mid-way between periodic checkpoints
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and f"continue with: python -m usrl.train --resume {run}" in lines[0], stderr
+    stopped_at = _latest(run)
+    assert 4000 < stopped_at < 12000  # saved at the stop, not at the last periodic checkpoint
+    assert not (run / "CartPole-v1.zip").exists()  # not finished
+    res = train("--resume", str(run), "--verbose", "0", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    from usrl import USDQN
+
+    assert 12000 <= USDQN.load(run / "CartPole-v1.zip").num_timesteps < 12000 + 256
+
+
+def test_second_signal_aborts_without_corrupting_the_last_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    proc = _start(tmp_path, "--env", "CartPole-v1", "-n", "100000", "--save-freq", "2000", "--eval-freq", "0",
+                  "--verbose", "0")  # fmt: skip
+    run = tmp_path / "logs" / "dqn" / "CartPole-v1_1"
+    deadline = time.time() + 300
+    while time.time() < deadline and _latest(run) < 2000 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    entry = json.loads((run / "checkpoints" / "latest.json").read_text())
+    for key in ("model", "rng", "replay_buffer"):
+        assert (run / "checkpoints" / entry[key]).is_file()
+    assert not list((run / "checkpoints").glob(".*tmp*"))  # no half-written file left behind
+
+
+def test_grace_period_too_short_for_the_replay_buffer_keeps_the_previous_one(tmp_path: Path) -> None:
+    proc = _start(tmp_path, "--env", "CartPole-v1", "-n", "100000", "--save-freq", "2000", "--eval-freq", "0",
+                  "--verbose", "0", "--grace-period", "0")  # fmt: skip
+    run = tmp_path / "logs" / "dqn" / "CartPole-v1_1"
+    deadline = time.time() + 300
+    while time.time() < deadline and _latest(run) < 2000 and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    import json
+
+    entry = json.loads((run / "checkpoints" / "latest.json").read_text())
+    assert "did not fit the grace period" in stderr and f"buffer of step {entry['replay_buffer_timesteps']}" in stderr
+    assert entry["timesteps"] > entry["replay_buffer_timesteps"] >= 2000
+    from usrl import USDQN
+
+    model = USDQN.load(run / "checkpoints" / entry["model"])  # what --resume loads: this model, the older buffer
+    model.load_replay_buffer(run / "checkpoints" / entry["replay_buffer"])
+    assert model.replay_buffer.size() == entry["replay_buffer_timesteps"]

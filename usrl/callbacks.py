@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import random
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,7 +73,7 @@ class WidthEvalCallback(PeriodicCallback):
     Appends one row per width to ``<run_dir>/evaluations.csv``, logs ``eval/return_w<w>`` and
     ``eval/ep_length_w<w>`` (tensorboard), and saves ``best_model.zip`` whenever the return at
     ``full_width`` beats the best so far. Also evaluates once at the end of training if the
-    last evaluation was earlier.
+    last evaluation was earlier, unless ``stop`` recorded a signal (the run is not over).
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class WidthEvalCallback(PeriodicCallback):
         full_width: float,
         rows: list[dict[str, Any]] | None = None,
         verbose: int = 1,
+        stop: StopOnSignal | None = None,
     ) -> None:
         super().__init__(eval_freq, verbose)
         self.eval_env, self.widths = eval_env, widths
@@ -92,13 +96,18 @@ class WidthEvalCallback(PeriodicCallback):
         self.best = max(full) if full else -np.inf
         self.last_eval = max((r["timesteps"] for r in self.rows), default=-1)
         self.seconds = 0.0  # spent evaluating in this process
+        self.stop = stop
 
     def act(self) -> None:
         self.evaluate()
 
     def _on_training_end(self) -> None:
-        if self.last_eval != self.num_timesteps:
+        if self.last_eval != self.num_timesteps and not self.interrupted():
             self.evaluate()
+
+    def interrupted(self) -> bool:
+        """Whether training was stopped by a signal (no final evaluation then: the run is not over)."""
+        return self.stop is not None and self.stop.signum is not None
 
     def evaluate(self) -> None:
         """Evaluate at every width now and write the results."""
@@ -152,27 +161,91 @@ class ResumableCheckpoint(PeriodicCallback):
     def __init__(self, save_freq: int, run_dir: Path, verbose: int = 1) -> None:
         super().__init__(save_freq, verbose)
         self.dir = run_dir / "checkpoints"
+        self.buffer_bytes_per_s: float | None = None  # measured at the last replay buffer save
 
     def act(self) -> None:
         self.save()
 
-    def save(self) -> None:
-        """Write a complete checkpoint now."""
+    def save(self, deadline: float | None = None) -> str:
+        """Write a complete checkpoint now. With a ``deadline`` (``time.monotonic()``), the replay
+        buffer is saved only if it is expected to be written by then; otherwise the checkpoint
+        keeps the previous checkpoint's buffer (or none). Returns what was not saved ("" if all)."""
         t = self.num_timesteps
         model_name, rng_name = f"rl_model_{t}_steps.zip", f"rng_{t}.pt"
         atomic_write(self.dir / model_name, self.model.save, suffix=".zip")
         entry: dict[str, Any] = {"timesteps": t, "model": model_name, "rng": rng_name}
-        if isinstance(self.model, OffPolicyAlgorithm) and self.model.replay_buffer is not None:
-            buffer_name = f"replay_buffer_{t}.pkl"
-            atomic_write(self.dir / buffer_name, self.model.save_replay_buffer, suffix=".pkl")
-            entry["replay_buffer"] = buffer_name
-        atomic_write(self.dir / rng_name, lambda tmp: torch.save(rng_state(), tmp))
         previous = latest_checkpoint(self.dir.parent)
+        skipped = ""
+        buffer = self.model.replay_buffer if isinstance(self.model, OffPolicyAlgorithm) else None
+        if buffer is not None:
+            size = _nbytes(buffer)
+            rate = self.buffer_bytes_per_s or ASSUMED_WRITE_BYTES_PER_S
+            if deadline is not None and time.monotonic() + size / rate > deadline:
+                kept = previous.get("replay_buffer") if previous else None
+                if kept:
+                    entry["replay_buffer"] = kept
+                    entry["replay_buffer_timesteps"] = previous.get("replay_buffer_timesteps", previous["timesteps"])  # type: ignore[union-attr]
+                skipped = (
+                    f"the replay buffer ({size / 1e9:.1f} GB, ~{size / rate:.0f} s to write) did not fit the grace "
+                    f"period; --resume continues with "
+                    + (f"the buffer of step {entry['replay_buffer_timesteps']}" if kept else "an empty buffer")
+                )
+            else:
+                buffer_name = f"replay_buffer_{t}.pkl"
+                t0 = time.monotonic()
+                atomic_write(self.dir / buffer_name, self.model.save_replay_buffer, suffix=".pkl")
+                self.buffer_bytes_per_s = size / max(time.monotonic() - t0, 1e-3)
+                entry["replay_buffer"] = buffer_name
+        atomic_write(self.dir / rng_name, lambda tmp: torch.save(rng_state(), tmp))
         atomic_write_text(self.dir / "latest.json", json.dumps(entry))
         if previous and previous.get("replay_buffer") and previous["replay_buffer"] != entry.get("replay_buffer"):
             (self.dir / previous["replay_buffer"]).unlink(missing_ok=True)
         if self.verbose:
             print(f"Saved checkpoint at {t} steps", flush=True)
+        return skipped
+
+
+ASSUMED_WRITE_BYTES_PER_S = 100e6  # until a replay buffer save has been timed
+
+
+def _nbytes(buffer: Any) -> int:
+    """Bytes of the arrays a replay buffer holds (what pickling it writes, near enough)."""
+    total = getattr(buffer, "nbytes", None)
+    if isinstance(total, int):
+        return total
+    arrays = [v for v in vars(buffer).values() if isinstance(v, np.ndarray)]
+    arrays += [a for v in vars(buffer).values() if isinstance(v, dict) for a in v.values() if isinstance(a, np.ndarray)]
+    return int(sum(a.nbytes for a in arrays))
+
+
+class StopOnSignal(BaseCallback):
+    """SIGINT (Ctrl-C) or SIGTERM asks training to stop after the current env step.
+
+    Inside :meth:`installed`, the first such signal is recorded (``signum``) and ends
+    ``learn()`` at the next step; a second one raises ``KeyboardInterrupt`` at once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(verbose=0)
+        self.signum: int | None = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM within the block (the previous handlers come back after)."""
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _on_step(self) -> bool:
+        return self.signum is None
 
 
 def latest_checkpoint(run_dir: Path) -> dict[str, Any] | None:

@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-envs", type=int, help="parallel training envs (default: the preset's, or 1)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    p.add_argument(
+        "--grace-period", type=float, default=30.0, metavar="S",
+        help="on Ctrl-C/SIGTERM, seconds allowed for the checkpoint; a replay buffer that would take longer "
+        "is not saved (default 30)",
+    )  # fmt: skip
     p.add_argument("-i", "--trained-agent", metavar="ZIP", help="continue training this saved model (new run folder)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     return p
@@ -147,6 +152,7 @@ class Job:
     trained_agent: str | None = None
     resume: dict[str, Any] | None = None
     eval_rows: list[dict[str, Any]] = field(default_factory=list)
+    grace_period: float = 30.0
     invocation: str = ""  # this segment's command line (a resumed run keeps its first one as ``command``)
 
     @property
@@ -238,9 +244,11 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
             raise UsageError("--device cuda: no CUDA device is available here (use --device auto or cpu)")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    if not (math.isfinite(args.grace_period) and args.grace_period >= 0):
+        raise UsageError(f"--grace-period must be a number of seconds >= 0, got {args.grace_period}")
     if args.resume:
         job = _prepare_resume(args, command)
-        job.invocation = command
+        job.invocation, job.grace_period = command, args.grace_period
         return job
     if not args.env:
         raise UsageError("--env is required (or --resume RUN_DIR)")
@@ -271,7 +279,7 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
         hyperparams=hp, model_kwargs=model_kwargs, eval_widths=sorted(set(args.eval_widths)),
         eval_freq=hp.pop("eval_freq"), eval_episodes=args.eval_episodes, save_freq=hp.pop("save_freq"), device=args.device, progress=args.progress,
         verbose=args.verbose, run_dir=run_dir, tensorboard_log=args.tensorboard_log, command=command,
-        trained_agent=args.trained_agent,
+        trained_agent=args.trained_agent, grace_period=args.grace_period,
     )  # fmt: skip
 
 
@@ -372,7 +380,7 @@ def _build_model(job: Job, env: Any) -> Any:
 
 def run(job: Job) -> int:
     """Train, evaluate and save. Returns the exit code."""
-    from usrl.callbacks import ResumableCheckpoint, SegmentLog, WidthEvalCallback
+    from usrl.callbacks import ResumableCheckpoint, SegmentLog, StopOnSignal, WidthEvalCallback
     from usrl.utils import atomic_write
 
     fresh = job.resume is None
@@ -397,16 +405,15 @@ def run(job: Job) -> int:
             shutil.rmtree(job.run_dir, ignore_errors=True)
         raise
     high = model.policy.width_range[1]
+    stop = StopOnSignal()
     evaluation = WidthEvalCallback(
-        eval_env, job.eval_widths, job.eval_freq, job.eval_episodes, job.run_dir, high, job.eval_rows, job.verbose
+        eval_env, job.eval_widths, job.eval_freq, job.eval_episodes, job.run_dir, high, job.eval_rows, job.verbose, stop
     )
-    callbacks = [
-        evaluation,
-        SegmentLog(  # before the checkpoint: a checkpoint's segment row is never older than it
-            job.run_dir, job.invocation or job.command, evaluation, job.save_freq if job.save_freq > 0 else DEFAULT_RUN_FREQ
-        ),
-        ResumableCheckpoint(job.save_freq, job.run_dir, job.verbose),
-    ]
+    segments = SegmentLog(  # before the checkpoint: a checkpoint's segment row is never older than it
+        job.run_dir, job.invocation or job.command, evaluation, job.save_freq if job.save_freq > 0 else DEFAULT_RUN_FREQ
+    )
+    checkpoint = ResumableCheckpoint(job.save_freq, job.run_dir, job.verbose)
+    callbacks = [stop, evaluation, segments, checkpoint]
     done = int(job.resume["timesteps"]) if job.resume else 0
     remaining = job.n_timesteps - (model.num_timesteps if job.resume and "model" in job.resume else done)
     if job.verbose:
@@ -417,10 +424,13 @@ def run(job: Job) -> int:
         )
     try:
         if remaining > 0:
-            model.learn(
-                remaining, callback=callbacks, tb_log_name=job.algo.upper(), progress_bar=job.progress,
-                reset_num_timesteps=not (job.resume and "model" in job.resume),
-            )  # fmt: skip
+            with stop.installed():
+                model.learn(
+                    remaining, callback=callbacks, tb_log_name=job.algo.upper(), progress_bar=job.progress,
+                    reset_num_timesteps=not (job.resume and "model" in job.resume),
+                )  # fmt: skip
+                if stop.signum is not None:
+                    return _stopped(job, stop.signum, checkpoint, segments)
     except FloatingPointError as exc:
         print(
             f"usrl.train: error: training stopped: {exc}; the last good checkpoint in {job.run_dir / 'checkpoints'} is intact",
@@ -434,6 +444,20 @@ def run(job: Job) -> int:
     env.close()
     eval_env.close()
     return 0
+
+
+def _stopped(job: Job, signum: int, checkpoint: Any, segments: Any) -> int:
+    """After SIGINT/SIGTERM: a resumable checkpoint within the grace period, one line, 128 + signal."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + job.grace_period
+    skipped = checkpoint.save(deadline=deadline)
+    segments.act()
+    name = signal.Signals(signum).name
+    saved = f"checkpoint saved at {checkpoint.num_timesteps} steps" + (f" ({skipped})" if skipped else "")
+    print(f"usrl.train: {name}: {saved}; continue with: python -m usrl.train --resume {job.run_dir}", file=sys.stderr)
+    return 128 + signum
 
 
 def main(argv: list[str] | None = None) -> int:
