@@ -186,7 +186,7 @@ def _run(argv: list[str]) -> int:
     bad = [w for w in widths if not low <= w <= high]
     if bad:
         raise UsageError(f"--widths: {bad[0]:g} is outside the model's width range [{low:g}, {high:g}]")
-    env = make_vec_env(spec, n_envs=args.n_envs, seed=args.seed)
+    env = make_vec_env(spec, n_envs=args.n_envs, seed=args.seed, eval_env=True)
     if env.observation_space.shape != model.observation_space.shape:
         raise UsageError(
             f"{env_name} observations {env.observation_space.shape} do not fit the model's {model.observation_space.shape}"
