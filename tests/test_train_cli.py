@@ -134,6 +134,15 @@ def test_kill_9_then_resume_finishes_with_the_right_total(tmp_path: Path) -> Non
     assert second["start_timesteps"] == killed_at and second["end_timesteps"] == final.num_timesteps
     assert "--resume" in second["command"] and "--resume" not in first["command"]
     assert 0 < second["eval_s"] < second["wall_s"]
+    # a finished run continues to a larger total with --resume -n
+    res = train("--resume", str(run), "-n", "7000", "--verbose", "0", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert 7000 <= USDQN.load(run / "CartPole-v1.zip").num_timesteps < 7000 + 256
+    assert yaml.safe_load((run / "config.yml").read_text())["hyperparams"]["n_timesteps"] == 7000
+    third = read_segments(run / "segments.csv")[2]
+    assert third["start_timesteps"] >= 6000 and "-n 7000" in third["command"]
+    res = train("--resume", str(run), "-n", "10", cwd=tmp_path)
+    assert res.returncode == 2 and "below the" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 def test_same_seed_same_evaluations(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
     python -m usrl.train --algo dqn --env CartPole-v1 -n 50000 --eval-freq 5000 -P
     python -m usrl.train --algo ppo --env CartPole-v1 -P
     python -m usrl.train --resume logs/dqn/Pong_1
+    python -m usrl.train --resume logs/dqn/Pong_1 -n 1500000     # continue to a larger total
 
 A run folder ``<log-folder>/<algo>/<Env>_<k>/`` receives config.yml (resolved hyperparameters,
 command line, versions), the final model zip, best_model.zip (best full-width evaluation),
@@ -313,6 +314,10 @@ def _prepare_resume(args: argparse.Namespace, command: str) -> Job:
             if key in entry and not (run_dir / "checkpoints" / entry[key]).is_file():
                 raise UsageError(f"--resume: checkpoint file missing: {run_dir / 'checkpoints' / entry[key]}")
     done = entry["timesteps"] if entry else 0
+    if args.n_timesteps is not None:  # continue to a new total: recorded in config.yml when training starts
+        if args.n_timesteps < done:
+            raise UsageError(f"-n {args.n_timesteps} is below the {done} steps the run's checkpoint has done")
+        cfg["hyperparams"]["n_timesteps"] = args.n_timesteps
     rows = [r for r in read_evaluations(run_dir / "evaluations.csv") if r["timesteps"] <= done]
     return Job(
         algo=cfg["algo"], env_name=cfg["env"], env_id=cfg["env_id"], family=cfg["family"], seed=cfg["seed"],
@@ -335,6 +340,17 @@ def _write_config(job: Job) -> None:
         "command": job.command, "versions": versions(),
     }  # fmt: skip
     atomic_write_text(job.run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
+
+
+def _update_total(job: Job) -> None:
+    """A resumed run given a new ``-n``: its config.yml records the new total."""
+    from usrl.utils import atomic_write_text
+
+    path = job.run_dir / "config.yml"
+    cfg = yaml.safe_load(path.read_text())
+    if cfg["hyperparams"].get("n_timesteps") != job.n_timesteps:
+        cfg["hyperparams"]["n_timesteps"] = job.n_timesteps
+        atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))
 
 
 def _make_envs(job: Job) -> tuple[Any, Any]:
@@ -400,6 +416,8 @@ def run(job: Job) -> int:
         model = _build_model(job, env)
         if fresh:
             _write_config(job)
+        else:
+            _update_total(job)
     except BaseException:
         if created:
             shutil.rmtree(job.run_dir, ignore_errors=True)
