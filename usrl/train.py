@@ -192,6 +192,12 @@ def _resolve_hyperparams(args: argparse.Namespace, algo_class: type, env_id: str
     if not isinstance(policy_kwargs, dict):
         raise HyperparamError(f"policy_kwargs must be a mapping, got {policy_kwargs!r}")
     if args.width_range is not None:
+        from usrl.nn import check_width_range
+
+        try:
+            check_width_range(*args.width_range)
+        except ValueError as exc:
+            raise UsageError(f"--width-range: {exc}") from None
         policy_kwargs["width_range"] = list(args.width_range)
     hp["policy_kwargs"] = policy_kwargs
     if args.n_widths is not None:
