@@ -149,10 +149,54 @@ def test_predict_bad_widths_and_bad_settings() -> None:
             USPPO("MlpPolicy", "CartPole-v1", **kwargs)
     with pytest.raises(ValueError, match="width range"):
         USPPO("MlpPolicy", "CartPole-v1", policy_kwargs={"width_range": (0.6, 0.3)})
-    with pytest.raises(ValueError, match="use_sde"):
-        PPO(USActorCriticPolicy, "Pendulum-v1", use_sde=True)
-    with pytest.raises(TypeError, match="slimmable policy"):
-        USPPO(ActorCriticPolicy, "CartPole-v1")
+
+
+class _ConstantValuePolicy(ActorCriticPolicy):
+    """A user's own SB3 policy (not slimmable), as in SB3's GAE tests."""
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, ...]:
+        actions, values, log_prob = super().forward(obs, deterministic)
+        return actions, torch.zeros_like(values), log_prob
+
+
+@pytest.mark.parametrize(("us_cls", "sb3_cls"), [(USPPO, PPO), (USA2C, A2C)])
+def test_a_users_own_sb3_policy_trains_exactly_as_sb3(us_cls: type, sb3_cls: type) -> None:
+    kwargs = dict(seed=1, n_steps=64)
+    with pytest.warns(UserWarning, match="_ConstantValuePolicy is not slimmable"):
+        us = us_cls(_ConstantValuePolicy, "CartPole-v1", **kwargs)
+    us.learn(128)
+    sb3 = sb3_cls(_ConstantValuePolicy, "CartPole-v1", **kwargs)
+    sb3.learn(128)
+    for a, b in zip(us.policy.parameters(), sb3.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="not slimmable"):
+        us.set_width(0.5)
+    with pytest.raises(TypeError, match="not slimmable"):
+        us.predict(np.zeros((1, 4), dtype=np.float32), width=0.5)
+
+
+@pytest.mark.parametrize("full_std", [True, False])
+def test_gsde_at_every_width_uses_the_leading_rows_of_one_exploration_matrix(full_std: bool) -> None:
+    m = USPPO("MlpPolicy", "Pendulum-v1", use_sde=True, n_steps=64, batch_size=32, n_epochs=1, seed=0,
+              policy_kwargs=dict(full_std=full_std))  # fmt: skip
+    m.learn(128)
+    p = m.policy
+    assert p.log_std.shape[0] == 64  # sized by the full-width latent, shared by all widths
+    obs = torch.as_tensor(np.stack([m.observation_space.sample() for _ in range(5)]))
+    p.reset_noise(1)  # one exploration matrix for the whole batch
+    for w in (0.25, 0.6, 1.0):
+        p.set_width(w)
+        with torch.no_grad():
+            latent = p.mlp_extractor.forward_actor(p.extract_features(obs))
+            dist = p.get_distribution(obs)
+            k = latent.shape[1]
+            assert k == round(64 * w)
+            std = p.action_dist.get_std(p.log_std)[:k]
+            torch.testing.assert_close(dist.distribution.scale, torch.sqrt((latent**2) @ (std**2) + 1e-6))
+            noise = dist.sample() - dist.distribution.mean
+            torch.testing.assert_close(noise, latent @ p.action_dist.exploration_mat[:k])
+        action, _ = m.predict(obs.numpy(), width=w)
+        assert action.shape == (5, 1)
 
 
 def test_save_load_round_trip_in_a_fresh_process(tmp_path: Path) -> None:

@@ -276,6 +276,23 @@ def test_double_q_must_be_a_bool() -> None:
         USDQN("MlpPolicy", "CartPole-v1", double_q="yes")  # type: ignore[arg-type]
 
 
+def test_a_users_own_sb3_q_policy_trains_exactly_as_sb3_dqn() -> None:
+    from stable_baselines3.dqn.policies import DQNPolicy
+
+    kwargs = dict(seed=2, learning_starts=50, train_freq=4, target_update_interval=100)
+    with pytest.warns(UserWarning, match="DQNPolicy is not slimmable"):
+        us = USDQN(DQNPolicy, "CartPole-v1", **kwargs)
+    us.learn(400)
+    sb3 = DQN(DQNPolicy, "CartPole-v1", **kwargs)
+    sb3.learn(400)
+    for a, b in zip(us.policy.parameters(), sb3.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="not slimmable"):
+        us.set_width(0.5)
+    with pytest.raises(ValueError, match="double_q"), pytest.warns(UserWarning):
+        USDQN(DQNPolicy, "CartPole-v1", double_q=True)
+
+
 def test_frame_stack_buffer_gets_the_n_step_settings() -> None:
     import warnings
 

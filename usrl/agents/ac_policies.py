@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch as th
+import torch.nn.functional as F
 from gymnasium import spaces
-from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.distributions import Distribution, StateDependentNoiseDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from stable_baselines3.common.type_aliases import Schedule
@@ -91,8 +92,9 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
     rounding; 1 for exact ``round(C * w)``). The hidden layers (and a usrl extractor's
     channels) slim; the action head's and value head's inputs slim, their outputs (action
     parameters, one value) never do; ``log_std`` of Gaussian actions is shared by all widths.
-    Orthogonal initialisation covers the slimmable layers as SB3 does its own. gSDE is not
-    supported (its exploration matrix is sized by the full-width latent).
+    Orthogonal initialisation covers the slimmable layers as SB3 does its own. With gSDE
+    (``use_sde=True``) one exploration matrix serves every width: a narrower latent uses its
+    leading rows (the latent is zero-padded to full width before the noise is drawn).
     """
 
     mlp_extractor: USMlpExtractor
@@ -119,8 +121,6 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
         width_range: tuple[float, float] = DEFAULT_WIDTH_RANGE,
         divisor: int = 1,
     ) -> None:
-        if use_sde:
-            raise ValueError("use_sde=True is not supported by slimmable policies; use use_sde=False")
         self.width_range = check_width_range(*width_range)
         self.divisor = check_divisor(divisor)
         super().__init__(
@@ -175,6 +175,13 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
         data = super()._get_constructor_parameters()
         data.update(width_range=self.width_range, divisor=self.divisor)
         return data
+
+    def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> Distribution:
+        if isinstance(self.action_dist, StateDependentNoiseDistribution):
+            missing = self.mlp_extractor.latent_dim_pi - latent_pi.shape[-1]
+            mean_actions = self.action_net(latent_pi)
+            return self.action_dist.proba_distribution(mean_actions, self.log_std, F.pad(latent_pi, (0, missing)))
+        return super()._get_action_dist_from_latent(latent_pi)
 
     def distribution_and_values(self, obs: th.Tensor) -> tuple[Distribution, th.Tensor]:
         """The action distribution and the values (shape ``(batch,)``) at the current width.

@@ -127,14 +127,6 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")  # type: ignore[attr-defined]
 
 
-def _check_no_sde(use_sde: bool) -> None:
-    if use_sde:
-        raise ValueError(
-            "use_sde=True (gSDE) is not supported by US algorithms: its exploration matrix is sized by the "
-            "full-width latent; use use_sde=False"
-        )
-
-
 _US_DOC = """
     US settings (besides SB3's parameters):
 
@@ -150,7 +142,8 @@ _US_DOC = """
         random, each on its own loss: the "no sandwich rule" ablation).
 
     The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``).
-    SB3's gSDE parameters are accepted for compatibility; ``use_sde=True`` raises ``ValueError``.
+    gSDE (``use_sde=True``) works at every width: one exploration matrix, whose leading rows a
+    narrower latent uses.
     Logs ``train/loss_full_width``, ``train/loss_w<low>``, ``train/loss_random_widths``,
     ``train/distill_kl`` and ``train/distill_value`` besides SB3's own entries (computed at
     the first width of each step: the full width under the sandwich rule).
@@ -201,7 +194,6 @@ class USPPO(USActorCriticMixin, PPO):
         _init_setup_model: bool = True,
     ) -> None:
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
-        _check_no_sde(use_sde)
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
             gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
@@ -216,6 +208,8 @@ class USPPO(USActorCriticMixin, PPO):
 
     def train(self) -> None:
         """PPO's update (clipped surrogate, value and entropy losses, target-KL early stop) at the sandwich widths."""
+        if not self.slimmable:
+            return super().train()
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
@@ -324,7 +318,6 @@ class USA2C(USActorCriticMixin, A2C):
         _init_setup_model: bool = True,
     ) -> None:
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
-        _check_no_sde(use_sde)
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, gamma=gamma, gae_lambda=gae_lambda,
             ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm, rms_prop_eps=rms_prop_eps,
@@ -339,6 +332,8 @@ class USA2C(USActorCriticMixin, A2C):
 
     def train(self) -> None:
         """A2C's update (one step on the whole rollout) at the sandwich widths."""
+        if not self.slimmable:
+            return super().train()
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         logs: dict[str, list[float]] = defaultdict(list)

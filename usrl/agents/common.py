@@ -3,6 +3,7 @@ acting and predicting at a width, and the guarded optimizer step."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,7 @@ class SlimmableAlgorithmMixin:
     width_sampling: str
     rollout_width: float | None
     width_generator: th.Generator | None
+    slimmable: bool
 
     def _init_widths(
         self,
@@ -95,12 +97,21 @@ class SlimmableAlgorithmMixin:
         self.width_generator = None
 
     def _setup_widths(self, policy_class: type) -> None:
-        """Check the policy, bind the rollout width and seed the width generator (after ``_setup_model``)."""
-        if not isinstance(self.policy, policy_class):
-            raise TypeError(
-                f"{type(self).__name__} needs a slimmable policy ({policy_class.__name__} or a subclass), "
-                f"got {type(self.policy).__name__}"
+        """Check the policy, bind the rollout width and seed the width generator (after ``_setup_model``).
+
+        A policy that is not a ``policy_class`` (a user's own SB3 policy) is trained exactly as
+        the SB3 algorithm would train it, at its one width, with a warning.
+        """
+        self.slimmable = isinstance(self.policy, policy_class)
+        if not self.slimmable:
+            warnings.warn(
+                f"{type(self.policy).__name__} is not slimmable (not a {policy_class.__name__}): "
+                f"{type(self).__name__} trains it as SB3 does, at its one width; subclass "
+                f"{policy_class.__name__} to train and run it at any width",
+                UserWarning,
+                stacklevel=3,
             )
+            return
         control = width_control(self.policy)
         if self.rollout_width is None:
             self.rollout_width = control.high
@@ -109,6 +120,10 @@ class SlimmableAlgorithmMixin:
         if getattr(self, "width_generator", None) is None:  # a loaded model keeps its saved generator state
             self.width_generator = th.Generator()
             self.width_generator.manual_seed(int(self.seed) if self.seed is not None else int(np.random.randint(2**31)))
+
+    def _check_slimmable(self) -> None:
+        if not self.slimmable:
+            raise TypeError(f"{type(self.policy).__name__} is not slimmable: its width cannot be set")
 
     def _step_widths(self, low: float, high: float) -> list[float]:
         """The widths of one gradient step: the sandwich (largest first), or uniform random ones."""
@@ -134,6 +149,7 @@ class SlimmableAlgorithmMixin:
 
     def set_width(self, width: float) -> None:
         """Act and predict at ``width`` (also the width used while collecting experience)."""
+        self._check_slimmable()
         self.rollout_width = width_control(self.policy).check(width)
         self.policy.set_width(self.rollout_width)
 
@@ -148,6 +164,7 @@ class SlimmableAlgorithmMixin:
         """SB3's ``predict``; ``width`` runs this call at that width (then restores the current one)."""
         if width is None:
             return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
+        self._check_slimmable()
         control = width_control(self.policy)
         previous = control.width
         control.set(width)

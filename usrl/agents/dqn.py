@@ -155,6 +155,8 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
                 warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored")
             super()._setup_model()
         self._setup_widths(USDQNPolicy)
+        if self.double_q and not self.slimmable:
+            raise ValueError("double_q=True needs a usrl Q-network policy (USDQNPolicy or a subclass)")
 
     def save_acting(self, path: str | Path, dtype: th.dtype = th.float16) -> None:
         """Save a small zip for acting, sweeping and watching: the Q-network's weights only (in
@@ -211,6 +213,9 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         return self.distill_weight * d + (1.0 - self.distill_weight) * td_loss, d
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """DQN's TD update at the sandwich widths (SB3's own update for a non-slimmable policy)."""
+        if not self.slimmable:
+            return super().train(gradient_steps, batch_size)
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         control = width_control(self.policy)
