@@ -11,7 +11,11 @@ Given a finished `python -m usrl.train --algo dqn --env Pong` run folder, writes
   * pong_us_dqn.zip             the trained model for acting (float16 Q-network, USDQN.load-able)
   * README.md                   the report: commands, cost, the goal's verdict per width
 
-    python benchmarks/pong_report.py logs/dqn/Pong_1
+    python benchmarks/pong_report.py logs/dqn/Pong_1 [--control logs/dqn/Pong_2] [--note note.md]
+
+--control adds the periodic evaluations of a comparison run on the same recipe (e.g. the same
+preset with --n-widths 1) to the learning curves and a table; --note adds a markdown file's text
+(what the numbers need said: a hand-recorded segment, a known interruption) to the report.
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> 
     plt.close(fig)
 
 
+def last_evaluations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the last evaluation in ``rows`` (one per width)."""
+    last = max(r["timesteps"] for r in rows)
+    return sorted((r for r in rows if r["timesteps"] == last), key=lambda r: r["width"])
+
+
 def zoo_pipeline_check(zip_path: Path, widths: tuple[float, ...], games: int, seed: int) -> list[dict[str, Any]]:
     """Play the model on rl-zoo3's pipeline (SB3 wrappers, one Python env per game) and on ours."""
     from usrl import USDQN
@@ -93,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="the run folder of python -m usrl.train --algo dqn --env Pong")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--zoo-games", type=int, default=20, help="games per width on the zoo pipeline (0: skip)")
+    p.add_argument("--control", type=Path, help="run folder of a comparison run on the same recipe")
+    p.add_argument("--note", type=Path, help="markdown file whose text goes into the report")
     args = p.parse_args(argv)
     from usrl import USDQN
     from usrl.callbacks import read_evaluations, read_segments
@@ -109,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     evals = read_evaluations(args.run / "evaluations.csv")
     shutil.copy(args.run / "evaluations.csv", out / "learning_curves.csv")
     plot_learning_curves(evals, out / "learning_curves.png", f"US-DQN on {cfg['env_id']}, seed {cfg['seed']}: evaluations during training")
+    control_rows: list[dict[str, Any]] = []
+    control_cfg: dict[str, Any] = {}
+    if args.control is not None:
+        control_cfg = yaml.safe_load((args.control / "config.yml").read_text())
+        control_rows = read_evaluations(args.control / "evaluations.csv")
+        shutil.copy(args.control / "evaluations.csv", out / "control_learning_curves.csv")
+        plot_learning_curves(control_rows, out / "control_learning_curves.png",
+                             f"control: {control_cfg.get('invocation', control_cfg.get('command', ''))}"[:110])  # fmt: skip
 
     if sweep_main([str(args.run), *SWEEP_ARGS, "--out", str(out)]) != 0:
         sys.exit("pong_report: the sweep failed")
@@ -180,6 +200,25 @@ def main(argv: list[str] | None = None) -> int:
         "![learning curves](learning_curves.png)",
         "",
     ]
+    if control_rows:
+        chp = control_cfg["hyperparams"]
+        changed = {k: v for k, v in chp.items() if hp.get(k) != v}
+        lines += [
+            "## Control: the same recipe, changed only in " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "nothing"),
+            "",
+            f"Run folder `{args.control}`, command `{control_cfg.get('invocation', control_cfg.get('command', '?'))}`; "
+            f"{control_cfg['eval']['episodes']} games per width and evaluation (`control_learning_curves.csv`).",
+            "",
+            "| run | env steps | width | mean ± std (last evaluation) |",
+            "|---|---:|---:|---:|",
+            *(f"| {name} | {r['timesteps']:,} | {r['width']:g} | {r['mean_return']:+.2f} ± {r['std_return']:.2f} |"
+              for name, rows in (("US-DQN", evals), ("control", control_rows)) for r in last_evaluations(rows)),  # fmt: skip
+            "",
+            "![control learning curves](control_learning_curves.png)",
+            "",
+        ]
+    if args.note is not None:
+        lines += [args.note.read_text().strip(), ""]
     if zoo:
         lines += [
             "## The same model on rl-zoo3's env pipeline",

@@ -294,3 +294,52 @@ def test_training_makes_lr_images_when_only_hr_is_given(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(open(tmp_path / "run" / "eval.csv")))
     assert len(rows) == 3 and all(float(r["psnr"]) > 20 for r in rows)  # near bicubic from the start
+
+
+def test_sigint_saves_the_current_step_and_resume_finishes(demo: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "sig"
+    proc = subprocess.Popen([sys.executable, "-m", "usrl.sr.train", "--data", str(demo), "--out", str(run),
+                             "--steps", "100000", "--eval-every", "0", "--save-every", "100000", *TINY],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((run / "tb").glob("events.*")) and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and f"continue with: python -m usrl.sr.train --resume {run}" in lines[0], stderr
+    step = torch.load(run / "checkpoint.pt", weights_only=False)["step"]
+    assert 1 <= step < 100000 and f"at step {step};" in lines[0] and not (run / "model.pt").exists()
+    res = _train(["--resume", str(run), "--steps", str(step + 3)], tmp_path)
+    assert res.returncode == 0, res.stderr
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == step + 3 and ckpt["scheduler"]["last_epoch"] == step + 3 and (run / "model.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--lr", "inf", "--lr must be a positive number"), ("--lr-step", "0", "--lr-step must be >= 1"),
+     ("--save-every", "0", "--save-every must be >= 1"), ("--workers", "-1", "--workers must be >= 0"),
+     ("--eval-every", "-5", "--eval-every must be >= 0"), ("--batch-size", "100000", "exceeds the")],
+)  # fmt: skip
+def test_numeric_flags_are_checked_before_anything_is_written(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str, message: str
+) -> None:
+    from usrl.sr.train import main
+
+    out = tmp_path / "never"
+    args = ["--data", str(demo), "--out", str(out), "--steps", "2", *TINY]
+    i = args.index(flag) if flag in args else None
+    if i is not None:
+        args[i + 1] = value
+    else:
+        args += [flag, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()

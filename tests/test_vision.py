@@ -304,3 +304,31 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, data: Path, trained:
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (name, r.stderr)
     assert not (tmp_path / "never").exists() and not (tmp_path / "m.pt2").exists()
+
+
+def test_sigterm_stops_inside_an_epoch_and_resume_runs_its_remaining_steps(data: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "sig"
+    proc = subprocess.Popen([sys.executable, "-m", "usrl.vision.train", "--data", str(data), "--out", str(run),
+                             "--epochs", "200", "--eval-every", "0", "--verbose", "0", *TINY],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "checkpoint.pt").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and f"continue with: python -m usrl.vision.train --resume {run}" in lines[0], stderr
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    epoch, inside = ckpt["epoch"], ckpt["step_in_epoch"]
+    assert 1 <= epoch < 200 and 0 <= inside < 10 and ckpt["scheduler"]["last_epoch"] == 10 * epoch + inside
+    assert not (run / "model.pt").exists()
+    r = _cli("usrl.vision.train", "--resume", str(run), "--epochs", str(epoch + 1), "--final-widths", "1.0")
+    assert r.returncode == 0, r.stderr
+    done = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert (done["epoch"], done["step_in_epoch"], done["scheduler"]["last_epoch"]) == (epoch + 1, 0, 10 * (epoch + 1))
+    assert (run / "model.pt").is_file()

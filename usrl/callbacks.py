@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +18,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from usrl.evaluation import WidthResult, evaluate_at_width
+from usrl.runtime import StopRequest
 from usrl.utils import atomic_write, atomic_write_csv, atomic_write_text
 
 EVAL_COLUMNS = ["timesteps"] + [f.name for f in fields(WidthResult)]
@@ -218,7 +216,7 @@ def _nbytes(buffer: Any) -> int:
     return int(sum(a.nbytes for a in arrays))
 
 
-class StopOnSignal(BaseCallback):
+class StopOnSignal(StopRequest, BaseCallback):
     """SIGINT (Ctrl-C) or SIGTERM asks training to stop after the current env step.
 
     Inside :meth:`installed`, the first such signal is recorded (``signum``) and ends
@@ -226,23 +224,8 @@ class StopOnSignal(BaseCallback):
     """
 
     def __init__(self) -> None:
-        super().__init__(verbose=0)
-        self.signum: int | None = None
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        """Handle SIGINT and SIGTERM within the block (the previous handlers come back after)."""
-        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        StopRequest.__init__(self)
+        BaseCallback.__init__(self, verbose=0)
 
     def _on_step(self) -> bool:
         return self.signum is None

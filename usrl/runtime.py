@@ -1,5 +1,5 @@
-"""Process-level helpers shared by the vision and super-resolution trainers: the torchrun /
-DistributedDataParallel context, RNG state capture for resumable runs and atomic ``torch.save``.
+"""Process-level helpers shared by the trainers: the torchrun / DistributedDataParallel context,
+stopping on SIGINT/SIGTERM, RNG state capture for resumable runs and atomic ``torch.save``.
 Depends on torch and numpy only."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,50 @@ class Distributed:
         """Leave the process group."""
         if self.world > 1:
             torch.distributed.destroy_process_group()
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) or SIGTERM (schedulers' preemption) as a request to stop at the next safe point.
+
+    Inside :meth:`installed` the first such signal is recorded in ``signum``; the trainer polls
+    :meth:`requested` between steps, saves and exits with :attr:`exit_code`. A second signal
+    raises ``KeyboardInterrupt`` at once (files are written atomically, so nothing on disk is
+    left half-written).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM within the block (the previous handlers come back after)."""
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def requested(self, dist: Distributed | None = None) -> bool:
+        """Whether a signal came; under torchrun, whether any process got one (so all stop together)."""
+        if dist is None or dist.world == 1:
+            return self.signum is not None
+        return dist.all_sum([float(self.signum is not None)])[0] > 0
+
+    @property
+    def name(self) -> str:
+        """``"SIGINT"`` or ``"SIGTERM"`` (``"SIGTERM"`` on a process that only learnt of another's signal)."""
+        return signal.Signals(self.signum or signal.SIGTERM).name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as shells report a process ended by it (130, 143)."""
+        return 128 + int(self.signum or signal.SIGTERM)
 
 
 def seed_everything(seed: int) -> None:

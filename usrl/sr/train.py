@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from torch import nn
 from usrl.nn import check_width_range, sandwich_widths, width_control
 from usrl.runtime import (
     Distributed,
+    StopRequest,
     load_resume,
     report_checksum,
     rng_state,
@@ -93,8 +96,15 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("steps", "batch_size", "patch_size", "repeat", "n_feats", "n_resblocks", "n_widths"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not (args.lr > 0):
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise UsageError(f"--lr must be a positive number, got {args.lr}")
+    if args.lr_step is not None and args.lr_step < 1:
+        raise UsageError(f"--lr-step must be >= 1, got {args.lr_step}")
+    if args.save_every < 1:
+        raise UsageError(f"--save-every must be >= 1, got {args.save_every}")
+    for name in ("eval_every", "workers"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if not 0.0 <= args.distill_weight <= 1.0:
         raise UsageError(f"--distill-weight must be in [0, 1], got {args.distill_weight}")
     try:
@@ -193,6 +203,12 @@ def prepare(
         pairs = {split: find_pairs(args.data, split, args.scale) for split in ("train", "valid")}
     except SRDataError as exc:
         raise UsageError(str(exc)) from None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if len(pairs["train"]) * args.repeat < args.batch_size * world:
+        raise UsageError(
+            f"--batch-size {args.batch_size} x {world} processes exceeds the {len(pairs['train'])} training images "
+            f"x --repeat {args.repeat} patches per data epoch"
+        )
     for pair in pairs["train"]:
         if min(pair.hr_size) // args.scale < args.patch_size:
             raise UsageError(f"--patch-size {args.patch_size} exceeds the LR size of {pair.hr}")
@@ -262,44 +278,58 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
     model.train()
     epoch = step * args.batch_size // max(1, len(train_set))
     t0, t_step = time.perf_counter(), step
+    stop, stopped = StopRequest(), False
     try:
-        while step < args.steps:
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            for lr_img, hr_img in loader:
-                if step >= args.steps:
+        with stop.installed():
+            while step < args.steps:
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
+                for lr_img, hr_img in loader:
+                    if step >= args.steps:
+                        break
+                    widths = sandwich_widths(args.n_widths, low, high, generator)
+                    optimizer.zero_grad(set_to_none=True)
+                    losses = sandwich_step(
+                        net, lr_img.to(device, non_blocking=True), hr_img.to(device, non_blocking=True), widths,
+                        not args.no_distill, args.distill_weight, getattr(net, "no_sync", None), args.distill_loss,
+                    )  # fmt: skip
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{next(iter(losses.values())):.4f}")
+                    if writer is not None and step % 50 == 0:
+                        first, *rest = losses.values()
+                        writer.add_scalar("train/loss_full_width", first, step)
+                        if rest:
+                            writer.add_scalar(f"train/loss_w{low:.2f}", rest[0], step)
+                        writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                    if dist.main and args.eval_every > 0 and (step % args.eval_every == 0 or step == args.steps):
+                        result = evaluate_psnr(model, valid_set, eval_widths, device)
+                        for w, value in result.items():
+                            eval_rows.append({"step": step, "width": w, "psnr": round(value, 4)})
+                            writer.add_scalar(f"eval/psnr_w{w:.2f}", value, step)  # type: ignore[union-attr]
+                        atomic_write_csv(run_dir / "eval.csv", eval_rows, ["step", "width", "psnr"])
+                        if args.verbose:
+                            rate = (step - t_step) / (time.perf_counter() - t0)
+                            text = ", ".join(f"w={w:g}: {v:.2f} dB" for w, v in result.items())
+                            print(f"step {step}/{args.steps} ({rate:.1f} steps/s): valid PSNR {text}", flush=True)
+                    if dist.main and (step % args.save_every == 0 or step == args.steps):
+                        checkpoint()
+                    if step < args.steps and stop.requested(dist):  # a collective: every process asks each step
+                        stopped = True
+                        break
+                if stopped:
                     break
-                widths = sandwich_widths(args.n_widths, low, high, generator)
-                optimizer.zero_grad(set_to_none=True)
-                losses = sandwich_step(
-                    net, lr_img.to(device, non_blocking=True), hr_img.to(device, non_blocking=True), widths,
-                    not args.no_distill, args.distill_weight, getattr(net, "no_sync", None), args.distill_loss,
-                )  # fmt: skip
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{next(iter(losses.values())):.4f}")
-                if writer is not None and step % 50 == 0:
-                    first, *rest = losses.values()
-                    writer.add_scalar("train/loss_full_width", first, step)
-                    if rest:
-                        writer.add_scalar(f"train/loss_w{low:.2f}", rest[0], step)
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                if dist.main and args.eval_every > 0 and (step % args.eval_every == 0 or step == args.steps):
-                    result = evaluate_psnr(model, valid_set, eval_widths, device)
-                    for w, value in result.items():
-                        eval_rows.append({"step": step, "width": w, "psnr": round(value, 4)})
-                        writer.add_scalar(f"eval/psnr_w{w:.2f}", value, step)  # type: ignore[union-attr]
-                    atomic_write_csv(run_dir / "eval.csv", eval_rows, ["step", "width", "psnr"])
-                    if args.verbose:
-                        rate = (step - t_step) / (time.perf_counter() - t0)
-                        text = ", ".join(f"w={w:g}: {v:.2f} dB" for w, v in result.items())
-                        print(f"step {step}/{args.steps} ({rate:.1f} steps/s): valid PSNR {text}", flush=True)
-                if dist.main and (step % args.save_every == 0 or step == args.steps):
+                epoch += 1
+            if stopped:
+                if dist.main:
                     checkpoint()
-            epoch += 1
+                    print(f"usrl.sr.train: {stop.name}: checkpoint saved at step {step}; continue with: "
+                          f"python -m usrl.sr.train --resume {run_dir}", file=sys.stderr)  # fmt: skip
+                dist.close()
+                return stop.exit_code
     except FloatingPointError as exc:
         print(f"usrl.sr.train: error: training stopped at step {step + 1}: {exc}; "
               f"the last checkpoint in {run_dir} is intact", file=sys.stderr)  # fmt: skip
@@ -309,6 +339,8 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
             bar.close()
         if writer is not None:
             writer.close()
+    if stop.signum is not None and dist.world == 1:  # came after the last step's check: its checkpoint is saved
+        raise KeyboardInterrupt
     report_checksum(model, dist)
     if dist.main:
         save_atomic(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import sys
@@ -41,6 +42,7 @@ from usrl.runtime import (
     CHECKPOINT_FILE,
     MODEL_FILE,
     Distributed,
+    StopRequest,
     load_resume,
     report_checksum,
     rng_state,
@@ -307,13 +309,14 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     generator = torch.Generator().manual_seed(args.seed)
-    epoch, history = 0, []
+    epoch, history, step_in_epoch = 0, [], 0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         epoch, history = int(ckpt["epoch"]), list(ckpt["history"])
+        step_in_epoch = int(ckpt.get("step_in_epoch", 0))  # > 0: the run was stopped inside this epoch
         if dist.world == 1:
             set_rng_state(ckpt["rng"], generator)
         # a new --epochs total stretches the schedule: recompute it from the current step
@@ -341,65 +344,88 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
         save_atomic(run_dir / CHECKPOINT_FILE, {
             "kind": KIND, "config": config, "classes": data["classes"], "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch, "args": vars(args), "history": history, "rng": rng_state(generator)})  # fmt: skip
+            "epoch": epoch, "step_in_epoch": step_in_epoch, "args": vars(args), "history": history,
+            "rng": rng_state(generator)})  # fmt: skip
 
     def validate(widths: list[float], progress: bool) -> list[dict[str, Any]]:
         return evaluate_widths(model, widths, loaders["calib"], args.calib_batches, loaders["val"], device, amp,
                                dist, progress and dist.main)  # fmt: skip
 
-    global_step = epoch * steps_per_epoch
+    global_step = epoch * steps_per_epoch + step_in_epoch
+    stop, stopped = StopRequest(), False
     try:
-        while epoch < args.epochs:
-            t0 = time.perf_counter()
-            model.train()
-            if loaders["sampler"] is not None:
-                loaders["sampler"].set_epoch(epoch)
-            bar = None
-            if dist.main and args.progress:
-                from tqdm import tqdm
+        with stop.installed():
+            while epoch < args.epochs:
+                if stop.requested(dist):  # every process asks as often as the others (it is a collective)
+                    stopped = True
+                    break
+                t0 = time.perf_counter()
+                model.train()
+                if loaders["sampler"] is not None:
+                    loaders["sampler"].set_epoch(epoch)
+                bar = None
+                if dist.main and args.progress:
+                    from tqdm import tqdm
 
-                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}", unit="step", leave=False)
-            loss_sum = 0.0
-            for images, labels in loaders["train"]:
-                widths = sandwich_widths(args.n_widths, low, high, generator)
-                optimizer.zero_grad(set_to_none=True)
-                losses = sandwich_step(
-                    net, images.to(device, non_blocking=True), labels.to(device, non_blocking=True), widths,
-                    not args.no_distill, args.label_smoothing, getattr(net, "no_sync", None), scaler, amp,
-                )  # fmt: skip
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                global_step += 1
-                first, *rest = losses.values()
-                loss_sum += first
+                    bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
+                               unit="step", leave=False)  # fmt: skip
+                loss_sum, n_batches = 0.0, 0
+                # an epoch resumed after a stop runs its remaining steps (on a fresh shuffle)
+                for images, labels in itertools.islice(loaders["train"], steps_per_epoch - step_in_epoch):
+                    widths = sandwich_widths(args.n_widths, low, high, generator)
+                    optimizer.zero_grad(set_to_none=True)
+                    losses = sandwich_step(
+                        net, images.to(device, non_blocking=True), labels.to(device, non_blocking=True), widths,
+                        not args.no_distill, args.label_smoothing, getattr(net, "no_sync", None), scaler, amp,
+                    )  # fmt: skip
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    global_step += 1
+                    step_in_epoch += 1
+                    n_batches += 1
+                    first, *rest = losses.values()
+                    loss_sum += first
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{first:.3f}")
+                    if writer is not None and global_step % 20 == 0:
+                        writer.add_scalar("train/loss_full_width", first, global_step)
+                        if rest:
+                            writer.add_scalar(f"train/loss_w{low:.2f}", rest[0], global_step)
+                        writer.add_scalar("train/lr", scheduler.get_last_lr()[0], global_step)
+                    if step_in_epoch < steps_per_epoch and stop.requested(dist):
+                        stopped = True
+                        break
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{first:.3f}")
-                if writer is not None and global_step % 20 == 0:
-                    writer.add_scalar("train/loss_full_width", first, global_step)
-                    if rest:
-                        writer.add_scalar(f"train/loss_w{low:.2f}", rest[0], global_step)
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], global_step)
-            if bar is not None:
-                bar.close()
-            epoch += 1
-            train_loss = loss_sum / steps_per_epoch
-            rows = []
-            if args.eval_every > 0 and (epoch % args.eval_every == 0 or epoch == args.epochs):
-                rows = validate(eval_widths, args.progress)
-                history += [{"epoch": epoch, "width": r["width"], "top1": r["top1"], "top5": r["top5"],
-                             "train_loss": round(train_loss, 5)} for r in rows]  # fmt: skip
-            if dist.main:
-                for r in rows:
-                    writer.add_scalar(f"val/top1_w{r['width']:.2f}", r["top1"], global_step)  # type: ignore[union-attr]
-                    writer.add_scalar(f"val/top5_w{r['width']:.2f}", r["top5"], global_step)  # type: ignore[union-attr]
-                atomic_write_csv(run_dir / "history.csv", history, HISTORY_COLUMNS)
-                checkpoint()
-                if args.verbose:
-                    acc = ", ".join(f"w={r['width']:g}: {r['top1']:.2f}%" for r in rows)
-                    print(f"epoch {epoch}/{args.epochs} ({time.perf_counter() - t0:.1f} s): train loss {train_loss:.4f}"
-                          + (f"; val top-1 {acc}" if acc else ""), flush=True)  # fmt: skip
+                    bar.close()
+                if stopped:
+                    break
+                epoch, step_in_epoch = epoch + 1, 0
+                train_loss = loss_sum / max(1, n_batches)
+                rows = []
+                if args.eval_every > 0 and (epoch % args.eval_every == 0 or epoch == args.epochs):
+                    rows = validate(eval_widths, args.progress)
+                    history += [{"epoch": epoch, "width": r["width"], "top1": r["top1"], "top5": r["top5"],
+                                 "train_loss": round(train_loss, 5)} for r in rows]  # fmt: skip
+                if dist.main:
+                    for r in rows:
+                        writer.add_scalar(f"val/top1_w{r['width']:.2f}", r["top1"], global_step)  # type: ignore[union-attr]
+                        writer.add_scalar(f"val/top5_w{r['width']:.2f}", r["top5"], global_step)  # type: ignore[union-attr]
+                    atomic_write_csv(run_dir / "history.csv", history, HISTORY_COLUMNS)
+                    checkpoint()
+                    if args.verbose:
+                        acc = ", ".join(f"w={r['width']:g}: {r['top1']:.2f}%" for r in rows)
+                        print(f"epoch {epoch}/{args.epochs} ({time.perf_counter() - t0:.1f} s): train loss "
+                              f"{train_loss:.4f}" + (f"; val top-1 {acc}" if acc else ""), flush=True)  # fmt: skip
+            if stopped:
+                if dist.main:
+                    checkpoint()
+                    print(f"usrl.vision.train: {stop.name}: checkpoint saved at epoch {epoch}, step {step_in_epoch}/"
+                          f"{steps_per_epoch} of epoch {epoch + 1}; continue with: python -m usrl.vision.train "
+                          f"--resume {run_dir}", file=sys.stderr)  # fmt: skip
+                dist.close()
+                return stop.exit_code
     except FloatingPointError as exc:
         print(f"usrl.vision.train: error: training stopped in epoch {epoch + 1}: {exc}; "
               f"the last checkpoint in {run_dir} is intact", file=sys.stderr)  # fmt: skip
@@ -407,6 +433,8 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
     finally:
         if writer is not None:
             writer.close()
+    if stop.signum is not None and dist.world == 1:  # came after the last epoch's check: its checkpoint is saved
+        raise KeyboardInterrupt
 
     report_checksum(model, dist)
     spectrum = validate(final_widths(args), args.progress)
