@@ -343,3 +343,26 @@ def test_numeric_flags_are_checked_before_anything_is_written(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def test_sigterm_under_torchrun_stops_every_rank_and_rank_0_saves(demo: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "ddp_sig"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "usrl.sr.train",
+         "--data", str(demo), "--out", str(out), "--steps", "100000", "--eval-every", "0", "--save-every", "100000",
+         *TINY], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "tb").glob("events.*")) and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGTERM)  # torchrun's agent passes it on to both workers
+    _, stderr = proc.communicate(timeout=120)
+    ours = [ln for ln in stderr.splitlines() if ln.startswith("usrl.sr.train: SIGTERM: checkpoint saved at step")]
+    assert len(ours) == 1, stderr[-3000:]  # rank 0 alone writes and reports
+    step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    assert step >= 1 and f"at step {step};" in ours[0] and not (out / "model.pt").exists()
