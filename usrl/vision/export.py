@@ -1,4 +1,5 @@
-"""Export one width of a trained US-MobileNet as a network of standard torch layers.
+"""Export one width of a trained US-MobileNet as a network of standard torch layers
+(``python -m usrl.export RUN --width W --out FILE`` does the same for every kind of run).
 
     python -m usrl.vision.export runs/vision/us_mobilenet_v2_1 --width 0.5 --out mnv2_w0.5.pt2
     python -m usrl.vision.export runs/vision/us_mobilenet_v2_1 --width 0.5 --out mnv2_w0.5.onnx
@@ -20,10 +21,10 @@ from pathlib import Path
 import torch
 
 from usrl.nn import calibrate_bn, export_fixed_width, is_calibrated
-from usrl.utils import UsageError, UsageParser, atomic_write, cli_main, resolve_device
+from usrl.nn.export import EXPORT_FORMATS as FORMATS
+from usrl.nn.export import save_exported
+from usrl.utils import UsageError, UsageParser, cli_main, resolve_device
 from usrl.vision.checkpoint import data_root, eval_loaders, load_model_for_cli
-
-FORMATS = (".pt2", ".onnx", ".pt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,44 +43,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write(module: torch.nn.Module, example: torch.Tensor, out: Path) -> None:
-    batch = torch.export.Dim("batch", min=1)
-    if out.suffix == ".pt2":
-        program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
-        atomic_write(out, lambda tmp: torch.export.save(program, tmp), suffix=".pt2")
-    elif out.suffix == ".onnx":
-        try:
-            import onnx  # noqa: F401
-        except ImportError:
-            raise UsageError("--out .onnx needs the onnx package (pip install onnx onnxscript)") from None
-
-        def write_onnx(tmp: Path) -> None:
-            torch.onnx.export(module, (example,), str(tmp), input_names=["image"], output_names=["logits"],
-                              dynamic_shapes=({0: batch},), dynamo=True, verbose=False)  # fmt: skip
-
-        atomic_write(out, write_onnx, suffix=".onnx")
-    else:
-        atomic_write(out, lambda tmp: torch.save(module, tmp), suffix=".pt")
+def export_width(
+    checkpoint: str,
+    width: float,
+    out: Path,
+    data: str | None = None,
+    calib_batches: int = 8,
+    batch_size: int = 256,
+    workers: int = 4,
+    device: str = "auto",
+) -> str:
+    """Write ``checkpoint``'s classifier at ``width`` to ``out`` (calibrating BN first when the
+    checkpoint has no statistics for that width); returns a one-line description."""
+    if out.suffix not in FORMATS:
+        raise UsageError(f"--out: unknown format {out.suffix or '(none)'}; use one of {', '.join(FORMATS)}")
+    model, ckpt = load_model_for_cli(checkpoint, resolve_device(device), [width])
+    if not is_calibrated(model, width):
+        root = data_root(data, ckpt, f"to calibrate width {width:g} (the checkpoint has no statistics for it)")
+        calib, _ = eval_loaders(root, "val", ckpt["classes"], model.config["resolution"], batch_size, workers)
+        calibrate_bn(model, calib, width, num_batches=calib_batches)
+    static = export_fixed_width(model, width).cpu()
+    res = model.config["resolution"]
+    try:
+        save_exported(static, torch.randn(2, 3, res, res), out, input_name="image", output_name="logits")
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    n_params = sum(p.numel() for p in static.parameters())
+    return (f"{model.config['arch']} at width {width:g}, {n_params / 1e6:.3f}M parameters, "
+            f"input (N, 3, {res}, {res})")  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.suffix not in FORMATS:
-        raise UsageError(f"--out: unknown format {out.suffix or '(none)'}; use one of {', '.join(FORMATS)}")
-    device = resolve_device(args.device)
-    model, data = load_model_for_cli(args.checkpoint, device, [args.width])
-    if not is_calibrated(model, args.width):
-        root = data_root(
-            args.data, data, f"to calibrate width {args.width:g} (the checkpoint has no statistics for it)"
-        )
-        calib, _ = eval_loaders(root, "val", data["classes"], model.config["resolution"], args.batch_size, args.workers)
-        calibrate_bn(model, calib, args.width, num_batches=args.calib_batches)
-    static = export_fixed_width(model, args.width).cpu()
-    res = model.config["resolution"]
-    _write(static, torch.randn(2, 3, res, res), out)
-    n_params = sum(p.numel() for p in static.parameters())
-    print(f"Wrote {out}: {model.config['arch']} at width {args.width:g}, {n_params / 1e6:.3f}M parameters, "
-          f"input (N, 3, {res}, {res})")  # fmt: skip
+    what = export_width(args.checkpoint, args.width, out, args.data, args.calib_batches, args.batch_size,
+                        args.workers, args.device)  # fmt: skip
+    print(f"Wrote {out}: {what}")
     return 0
 
 
