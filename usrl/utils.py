@@ -43,6 +43,12 @@ def parse_widths(items: list[str]) -> list[float]:
         raise UsageError(f"--widths: not a number in {items!r}") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> None:
     """Write ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, which then
     replaces ``path`` in one rename. A kill mid-write leaves the old file (or none), never a
@@ -57,6 +63,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = 
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -120,6 +120,10 @@ def _atari_env_kwargs(env_id: str) -> dict[str, Any]:
     return {} if "NoFrameskip" in env_id else {"frameskip": 1}
 
 
+def _render(render: bool) -> dict[str, Any]:
+    return {"render_mode": "rgb_array"} if render else {}
+
+
 def make_vec_env(
     spec: EnvSpec | str,
     n_envs: int = 1,
@@ -130,6 +134,7 @@ def make_vec_env(
     wrapper_kwargs: dict[str, Any] | None = None,
     eval_env: bool = False,
     atari_backend: str = "ale",
+    render: bool = False,
 ) -> VecEnv:
     """Vectorised envs with SB3 ``Monitor`` files and the family's wrappers.
 
@@ -138,6 +143,7 @@ def make_vec_env(
     statistics (``info["episode"]``, monitor files) are full games with raw scores either way.
     ``atari_backend`` is ``"ale"`` (ale-py's vector env, the default) or ``"zoo"`` (SB3's
     wrappers). ``wrapper_kwargs`` go to :class:`usrl.envs.AtariVecEnv` or to SB3's ``AtariWrapper``.
+    ``render=True`` makes ``render()`` return RGB frames (Atari: with ``atari_backend="zoo"``).
     """
     if isinstance(spec, str):
         spec = resolve_env(spec)
@@ -147,6 +153,8 @@ def make_vec_env(
     if monitor_dir is not None:
         os.makedirs(monitor_dir, exist_ok=True)
     if spec.family == "atari" and atari_backend == "ale":
+        if render:
+            raise ValueError("ale-py's vector env does not render frames; use atari_backend='zoo' to render")
         from usrl.envs.ale_vector import AtariVecEnv
 
         kwargs = {"terminal_on_life_loss": not eval_env, "clip_reward": not eval_env, **(wrapper_kwargs or {})}
@@ -159,10 +167,11 @@ def make_vec_env(
             kwargs.update(terminal_on_life_loss=False, clip_reward=False)
         venv = sb3_make_vec_env(
             spec.env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, wrapper_class=AtariWrapper,
-            wrapper_kwargs=kwargs, env_kwargs=_atari_env_kwargs(spec.env_id), vec_env_cls=cls,
+            wrapper_kwargs=kwargs, env_kwargs={**_atari_env_kwargs(spec.env_id), **_render(render)}, vec_env_cls=cls,
         )  # fmt: skip
         return VecFrameStack(venv, n_stack=frame_stack) if frame_stack > 1 else venv
     wrapper = ChannelFirstFloat if spec.family == "minatar" else None
     return sb3_make_vec_env(
-        spec.env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, wrapper_class=wrapper, vec_env_cls=cls
-    )
+        spec.env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, wrapper_class=wrapper, vec_env_cls=cls,
+        env_kwargs=_render(render),
+    )  # fmt: skip
