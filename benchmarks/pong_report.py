@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -65,12 +66,6 @@ def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> 
     plt.close(fig)
 
 
-def last_evaluations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of the last evaluation in ``rows`` (one per width)."""
-    last = max(r["timesteps"] for r in rows)
-    return sorted((r for r in rows if r["timesteps"] == last), key=lambda r: r["width"])
-
-
 def zoo_pipeline_check(zip_path: Path, widths: tuple[float, ...], games: int, seed: int) -> list[dict[str, Any]]:
     """Play the model on rl-zoo3's pipeline (SB3 wrappers, one Python env per game) and on ours."""
     from usrl import USDQN
@@ -105,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoo-games", type=int, default=20, help="games per width on the zoo pipeline (0: skip)")
     p.add_argument("--control", type=Path, help="run folder of a comparison run on the same recipe")
     p.add_argument("--note", type=Path, help="markdown file whose text goes into the report")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse the sweep and zoo-pipeline results already in --out (rewrite the report only)")  # fmt: skip
     args = p.parse_args(argv)
     from usrl import USDQN
     from usrl.callbacks import read_evaluations, read_segments
@@ -130,14 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         plot_learning_curves(control_rows, out / "control_learning_curves.png",
                              f"control: {control_cfg.get('invocation', control_cfg.get('command', ''))}"[:110])  # fmt: skip
 
-    if sweep_main([str(args.run), *SWEEP_ARGS, "--out", str(out)]) != 0:
+    out_shown = os.path.relpath(out)
+    reuse = args.reuse and (out / "sweep.csv").is_file()
+    if not reuse and sweep_main([str(args.run), *SWEEP_ARGS, "--out", out_shown]) != 0:
         sys.exit("pong_report: the sweep failed")
     sweep = [{k: float(v) for k, v in r.items()} for r in _rows(out / "sweep.csv")]
 
     model = USDQN.load(final, device="cpu")
     model.save_acting(out / "pong_us_dqn.zip")
-    zoo = zoo_pipeline_check(final, (0.25, 1.0), args.zoo_games, seed=100) if args.zoo_games else []
-    if zoo:
+    if reuse and (out / "zoo_pipeline.csv").is_file():
+        zoo = [{k: (v if k == "pipeline" else float(v)) for k, v in r.items()} for r in _rows(out / "zoo_pipeline.csv")]
+    else:
+        zoo = zoo_pipeline_check(final, (0.25, 1.0), args.zoo_games, seed=100) if args.zoo_games else []
+    if zoo and not reuse:
         with open(out / "zoo_pipeline.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(zoo[0]))
             writer.writeheader()
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         for w, r in ((w, at_goal[w]) for w in GOAL_WIDTHS)
     ]
     hp = cfg["hyperparams"]
-    sweep_cmd = "python -m usrl.sweep " + " ".join([str(args.run), *SWEEP_ARGS, "--out", str(out)])
+    sweep_cmd = "python -m usrl.sweep " + " ".join([str(args.run), *SWEEP_ARGS, "--out", out_shown])
     lines = [
         f"# Pong: one US-DQN, every width (seed {cfg['seed']})",
         "",
@@ -201,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     if control_rows:
+        us = {r["timesteps"]: r for r in evals if r["width"] == 1.0}
+        ctl = {r["timesteps"]: r for r in control_rows if r["width"] == 1.0}
         chp = control_cfg["hyperparams"]
         changed = {k: v for k, v in chp.items() if hp.get(k) != v}
         lines += [
@@ -209,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
             f"Run folder `{args.control}`, command `{control_cfg.get('invocation', control_cfg.get('command', '?'))}`; "
             f"{control_cfg['eval']['episodes']} games per width and evaluation (`control_learning_curves.csv`).",
             "",
-            "| run | env steps | width | mean ± std (last evaluation) |",
-            "|---|---:|---:|---:|",
-            *(f"| {name} | {r['timesteps']:,} | {r['width']:g} | {r['mean_return']:+.2f} ± {r['std_return']:.2f} |"
-              for name, rows in (("US-DQN", evals), ("control", control_rows)) for r in last_evaluations(rows)),  # fmt: skip
+            "Full width (1.0), mean ± std over the evaluation games, at the env steps both runs were evaluated:",
+            "",
+            "| env steps | US-DQN (n=4) | control |",
+            "|---:|---:|---:|",
+            *(f"| {t:,} | {us[t]['mean_return']:+.2f} ± {us[t]['std_return']:.2f} | "
+              f"{ctl[t]['mean_return']:+.2f} ± {ctl[t]['std_return']:.2f} |" for t in sorted(set(us) & set(ctl))),  # fmt: skip
             "",
             "![control learning curves](control_learning_curves.png)",
             "",
