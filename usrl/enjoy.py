@@ -105,24 +105,17 @@ def run(args: argparse.Namespace) -> int:
     """Play, report, record; returns the exit code."""
     _check(args)
     from usrl.envs import UnknownEnvError, make_vec_env, resolve_env
-    from usrl.sweep import locate_model
-    from usrl.train import algorithms
+    from usrl.sweep import load_rl_model, locate_model
 
     zip_path, algo, env_name = locate_model(Path(args.model), args.which, args.algo or "dqn")
     env_name = args.env or env_name
     if env_name is None:
         raise UsageError("--env is required for a bare model zip")
-    algos = algorithms()
-    if algo not in algos:
-        raise UsageError(f"unknown algorithm {algo!r}; choose from {', '.join(algos)}")
     try:
         spec = resolve_env(env_name)
     except UnknownEnvError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        model = algos[algo].load(zip_path, device=resolve_device(args.device))
-    except Exception as exc:
-        raise UsageError(f"cannot load {zip_path}: {type(exc).__name__}: {exc}") from None
+    model = load_rl_model(zip_path, algo, resolve_device(args.device))
     low, high = model.policy.width_range
     width = high if args.width is None else args.width
     if not low <= width <= high:

@@ -61,20 +61,14 @@ def _export_width(args: argparse.Namespace) -> int:
     if out.suffix not in EXPORT_FORMATS:
         raise UsageError(f"--out: unknown format {out.suffix or '(none)'} with --width; use one of "
                          f"{', '.join(EXPORT_FORMATS)}")  # fmt: skip
+    from usrl.sweep import is_rl_model_path, load_rl_model, locate_model
+
     path = Path(args.model)
-    if (path.is_dir() and (path / "config.yml").is_file()) or path.suffix == ".zip":
+    if is_rl_model_path(path):
         from usrl.agents.export import deterministic_actor
-        from usrl.sweep import locate_model
-        from usrl.train import algorithms
 
         zip_path, algo, _ = locate_model(path, args.which, args.algo or "dqn")
-        algos = algorithms()
-        if algo not in algos:
-            raise UsageError(f"unknown algorithm {algo!r}; choose from {', '.join(algos)}")
-        try:
-            model = algos[algo].load(zip_path, device="cpu")
-        except Exception as exc:
-            raise UsageError(f"cannot load {zip_path}: {type(exc).__name__}: {exc}") from None
+        model = load_rl_model(zip_path, algo)
         low, high = model.policy.width_range
         if not low <= args.width <= high:
             raise UsageError(f"--width {args.width:g} is outside the model's width range [{low:g}, {high:g}]")
@@ -86,14 +80,12 @@ def _export_width(args: argparse.Namespace) -> int:
         _save(actor, example, out, (0,), "observation", "action")
         print(f"wrote {out}: {algo} acting network at width {args.width:g}, input (N, {', '.join(map(str, example.shape[1:]))})")
         return 0
-    from usrl.runtime import CheckpointError, resolve_checkpoint
+    from usrl.runtime import CheckpointError, checkpoint_kind
 
     try:
-        kind = torch.load(resolve_checkpoint(path), map_location="cpu", weights_only=False).get("kind")
+        kind = checkpoint_kind(path)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
-    except Exception as exc:
-        raise UsageError(f"cannot read {path}: {type(exc).__name__}") from None
     if kind == "usrl.vision":
         from usrl.vision.export import export_width
 

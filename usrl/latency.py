@@ -57,18 +57,18 @@ def _size(text: str) -> tuple[int, int]:
 def load_target(args: argparse.Namespace, device: str) -> tuple[nn.Module, torch.Tensor, str, Path]:
     """(the network to time, an example input batch, a name, the default out folder) for the
     model the command names."""
+    from usrl.sweep import is_rl_model_path
+
     path = Path(args.model)
-    if (path.is_dir() and (path / "config.yml").is_file()) or path.suffix == ".zip":
+    if is_rl_model_path(path):
         return _rl_target(path, args, device)
-    from usrl.runtime import CheckpointError, resolve_checkpoint
+    from usrl.runtime import CheckpointError, checkpoint_kind, resolve_checkpoint
 
     try:
         ckpt_path = resolve_checkpoint(path)
-        kind = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("kind")
+        kind = checkpoint_kind(ckpt_path)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
-    except Exception as exc:
-        raise UsageError(f"cannot read {path}: {type(exc).__name__}") from None
     out = path if path.is_dir() else path.parent
     if kind == "usrl.vision":
         from usrl.nn import calibrate_bn, width_control
@@ -99,17 +99,10 @@ def load_target(args: argparse.Namespace, device: str) -> tuple[nn.Module, torch
 
 
 def _rl_target(path: Path, args: argparse.Namespace, device: str) -> tuple[nn.Module, torch.Tensor, str, Path]:
-    from usrl.sweep import locate_model
-    from usrl.train import algorithms
+    from usrl.sweep import load_rl_model, locate_model
 
     zip_path, algo, _ = locate_model(path, args.which, args.algo or "dqn")
-    algos = algorithms()
-    if algo not in algos:
-        raise UsageError(f"unknown algorithm {algo!r}; choose from {', '.join(algos)}")
-    try:
-        model = algos[algo].load(zip_path, device=device)
-    except Exception as exc:
-        raise UsageError(f"cannot load {zip_path}: {type(exc).__name__}: {exc}") from None
+    model = load_rl_model(zip_path, algo, device)
     space = model.observation_space
     if args.input_size:
         raise UsageError("--input-size is for vision and SR models: an RL model's input is its observation")

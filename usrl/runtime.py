@@ -149,14 +149,25 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def _load(path: Path, device: str | torch.device) -> Any:
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # truncated zips, pickles of other things, random bytes: many error types
+        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}") from None
+
+
+def checkpoint_kind(path: str | Path) -> str | None:
+    """The ``kind`` a usrl checkpoint (a ``.pt`` file or a run folder) holds (``"usrl.vision"``,
+    ``"usrl.sr"``), ``None`` for another dictionary; ``CheckpointError`` if it cannot be read."""
+    data = _load(resolve_checkpoint(path), "cpu")
+    return data.get("kind") if isinstance(data, dict) else None
+
+
 def read_checkpoint(path: str | Path, kind: str, device: str | torch.device = "cpu") -> dict[str, Any]:
     """The dictionary a usrl trainer saved with ``"kind": kind`` (``CheckpointError`` otherwise,
     naming the kind it does hold when it is another usrl checkpoint)."""
     path = resolve_checkpoint(path)
-    try:
-        data = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # truncated zips, pickles of other things, random bytes: many error types
-        raise CheckpointError(f"cannot read {path}: {type(exc).__name__}") from None
+    data = _load(path, device)
     found = data.get("kind") if isinstance(data, dict) else None
     if found != kind or "config" not in data or "model" not in data:
         held = f" (it holds a {found} model)" if isinstance(found, str) else ""

@@ -66,6 +66,25 @@ def locate_model(path: Path, which: str, default_algo: str = "dqn") -> tuple[Pat
     return path, default_algo, None
 
 
+def is_rl_model_path(path: Path) -> bool:
+    """Whether ``path`` names an RL run folder (it has a ``config.yml``) or a model zip."""
+    return (path.is_dir() and (path / "config.yml").is_file()) or path.suffix == ".zip"
+
+
+def load_rl_model(zip_path: Path, algo: str, device: str = "cpu") -> Any:
+    """The US algorithm ``algo`` (dqn, ppo, a2c) loaded from ``zip_path``; an unknown algorithm or
+    a zip that does not load is a one-line ``UsageError``."""
+    from usrl.train import algorithms
+
+    algos = algorithms()
+    if algo not in algos:
+        raise UsageError(f"unknown algorithm {algo!r}; choose from {', '.join(algos)}")
+    try:
+        return algos[algo].load(zip_path, device=device)
+    except Exception as exc:
+        raise UsageError(f"cannot load {zip_path}: {type(exc).__name__}: {exc}") from None
+
+
 def _locate(args: argparse.Namespace) -> tuple[Path, str, str, Path]:
     """(model zip, algo, env name, default out dir)."""
     path = Path(args.model)
@@ -171,17 +190,13 @@ def _run(argv: list[str]) -> int:
     from usrl.envs import UnknownEnvError, make_vec_env, resolve_env
     from usrl.train import algorithms
 
-    algos = algorithms()
-    if algo not in algos:
-        raise UsageError(f"unknown algorithm {algo!r}; choose from {', '.join(algos)}")
+    if algo not in algorithms():
+        raise UsageError(f"unknown algorithm {algo!r}; choose from {', '.join(algorithms())}")
     try:
         spec = resolve_env(env_name)
     except UnknownEnvError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        model = algos[algo].load(zip_path, device=args.device)
-    except Exception as exc:
-        raise UsageError(f"cannot load {zip_path}: {type(exc).__name__}: {exc}") from None
+    model = load_rl_model(zip_path, algo, args.device)
     low, high = model.policy.width_range
     bad = [w for w in widths if not low <= w <= high]
     if bad:
