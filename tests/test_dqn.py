@@ -271,6 +271,48 @@ def test_double_q_target_by_hand(double_q: bool) -> None:
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("teacher", ["online", "target"])
+def test_distill_teacher_by_hand(teacher: str) -> None:
+    """A two-width update (full + smallest) equals a hand-built one: the smallest width distils the
+    full width's Q-values of the online network, or of the target network with ``"target"``."""
+    import copy
+
+    import torch.nn.functional as F
+
+    us = USDQN(
+        "MlpPolicy", "CartPole-v1", n_widths=2, distill_teacher=teacher, learning_starts=10, buffer_size=1000, seed=3
+    )
+    _fill(us)
+    us.policy.q_net_target.load_state_dict({k: v - 0.03 for k, v in us.policy.q_net.state_dict().items()})
+    us._setup_learn(1)
+    ref = copy.deepcopy(us.policy)
+    np.random.seed(0)
+    us.train(gradient_steps=1, batch_size=32)
+    np.random.seed(0)
+    data = us.replay_buffer.sample(32)
+    with torch.no_grad():
+        target = data.rewards + (1 - data.dones) * us.gamma * ref.q_net_target(data.next_observations).max(1, True)[0]
+        ref_teacher = ref.q_net_target(data.observations)
+    full = ref.q_net(data.observations)
+    ref.set_width(0.25)
+    low = ref.q_net(data.observations)
+    ref.set_width(1.0)
+    teacher_q = ref_teacher if teacher == "target" else full.detach()
+    loss = F.smooth_l1_loss(full.gather(1, data.actions.long()), target) + F.mse_loss(low, teacher_q)
+    ref.optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(ref.parameters(), us.max_grad_norm)
+    ref.optimizer.step()
+    assert us.logger.name_to_value["train/distill_loss"] == pytest.approx(F.mse_loss(low, teacher_q).item(), rel=1e-5)
+    for a, b in zip(us.policy.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_distill_teacher_is_checked() -> None:
+    with pytest.raises(ValueError, match="distill_teacher"):
+        USDQN("MlpPolicy", "CartPole-v1", distill_teacher="ema")
+
+
 def test_double_q_must_be_a_bool() -> None:
     with pytest.raises(ValueError, match="double_q"):
         USDQN("MlpPolicy", "CartPole-v1", double_q="yes")  # type: ignore[arg-type]

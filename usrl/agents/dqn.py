@@ -24,6 +24,14 @@ from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy, USMu
 from usrl.nn import get_distill_loss, share_stem, width_control
 
 DISTILL_MODES = ("mse", "huber", "kl", None)
+TEACHERS = ("online", "target")
+
+
+def _cat_obs(a: th.Tensor | dict[str, th.Tensor], b: th.Tensor | dict[str, th.Tensor]) -> Any:
+    """Two observation batches as one (tensors, or dicts of tensors as from a Dict space)."""
+    if isinstance(a, dict):
+        return {k: th.cat([a[k], b[k]]) for k in a}  # type: ignore[index]
+    return th.cat([a, b])  # type: ignore[list-item]
 
 
 class USDQN(SlimmableAlgorithmMixin, DQN):
@@ -39,6 +47,14 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
     :param distill_weight: in [0, 1]; the other widths' loss is
         ``w * distillation + (1 - w) * their own TD loss``.
     :param distill_temperature: ``T`` for ``"kl"``.
+    :param distill_teacher: which full-width Q-values the other widths distil: ``"online"``,
+        the Q-network's own in the same forward pass (the US-Nets definition), or ``"target"``,
+        the target network's (a copy of the Q-network refreshed every ``target_update_interval``
+        steps). With ``"online"`` the distillation chases a teacher that every student step moves,
+        like Q-learning without a target network; ``"target"`` holds it still between copies
+        (measured: ``benchmarks/results/dqn_teacher.md``). It costs one more target forward.
+    :param student_weight: > 0; each non-full width's loss is multiplied by it before the sum
+        (``1 / (n_widths - 1)`` averages the students: they then weigh as much as the full width).
     :param rollout_width: width used to act while collecting experience (default: the top of
         the policy's ``width_range``).
     :param width_sampling: ``"sandwich"`` (above), or ``"random"``: all ``n_widths`` widths of
@@ -97,6 +113,8 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         distill: str | None = "mse",
         distill_weight: float = 1.0,
         distill_temperature: float = 1.0,
+        distill_teacher: str = "online",
+        student_weight: float = 1.0,
         rollout_width: float | None = None,
         width_sampling: str = "sandwich",
         double_q: bool = False,
@@ -110,6 +128,14 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         ):
             raise ValueError(f"distill_temperature must be > 0, got {distill_temperature!r}")
         self.distill_temperature = float(distill_temperature)
+        if distill_teacher not in TEACHERS:
+            raise ValueError(f"distill_teacher must be one of {TEACHERS}, got {distill_teacher!r}")
+        self.distill_teacher = distill_teacher
+        if isinstance(student_weight, bool) or not (
+            isinstance(student_weight, (int, float)) and math.isfinite(student_weight) and student_weight > 0
+        ):
+            raise ValueError(f"student_weight must be a number > 0, got {student_weight!r}")
+        self.student_weight = float(student_weight)
         if not isinstance(double_q, bool):
             raise ValueError(f"double_q must be True or False, got {double_q!r}")
         self.double_q = double_q
@@ -223,6 +249,7 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         q_net, q_target = self.q_net, self.q_net_target
         random_widths = self.width_sampling == "random"
         needs_td = random_widths or self.distill is None or self.distill_weight < 1.0
+        target_teacher = self.distill_teacher == "target" and not random_widths and self.distill is not None
 
         logs: dict[str, list[float]] = {"full": [], "low": [], "random": [], "distill": []}
         try:
@@ -233,7 +260,11 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
 
                 with th.no_grad():
                     control.width = high
-                    next_q_all = q_target(replay_data.next_observations)
+                    if target_teacher:  # one target forward for the TD targets and the teacher
+                        both = q_target(_cat_obs(replay_data.next_observations, replay_data.observations))
+                        next_q_all, target_q_teacher = both.split(len(replay_data.actions))
+                    else:
+                        next_q_all = q_target(replay_data.next_observations)
                     if self.double_q:
                         next_actions = q_net(replay_data.next_observations).argmax(dim=1, keepdim=True)
                         next_q_values = next_q_all.gather(1, next_actions)
@@ -257,12 +288,14 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
                             loss = td
                         elif i == 0:  # the full width: TD loss, and the teacher of the others
                             loss = td
-                            teacher = q_all.detach()
+                            teacher = target_q_teacher if target_teacher else q_all.detach()
                         else:
                             loss, d = self._width_loss(q_all, teacher, td)  # type: ignore[arg-type]
                             logs["distill"].append(d.item())  # type: ignore[union-attr]
                         key = "random" if random_widths or i > 1 else ("full" if i == 0 else "low")
                         logs[key].append(loss.item())  # type: ignore[union-attr]
+                        if i > 0 and not random_widths and self.student_weight != 1.0:
+                            loss = self.student_weight * loss
                         total = loss if total is None else total + loss
 
                 self._apply_gradients(total, self.max_grad_norm)  # type: ignore[arg-type]

@@ -121,6 +121,8 @@ RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "exploration_final_eps": UNIT,
         "distill_temperature": _real(0.0, low_open=True),
         "double_q": _bool,
+        "student_weight": _real(0.0, low_open=True),
+        "distill_teacher": lambda v: None if v in ("online", "target") else "must be online or target",
         "optimize_memory_usage": _bool,
     },
     "ppo": {
