@@ -55,10 +55,12 @@ def _collect(model: USA2C | USPPO, n: int) -> None:
     model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=n)
 
 
-def test_a2c_sandwich_gradient_equals_hand_built_loss() -> None:
-    """One update's gradient = own loss at full width + for each other width
-    KL(detached full-width policy || its policy) + vf_coef * MSE(its value, detached full value)."""
-    m = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, ent_coef=0.01, seed=0)
+@pytest.mark.parametrize("student_weight", [1.0, 0.4])
+def test_a2c_sandwich_gradient_equals_hand_built_loss(student_weight: float) -> None:
+    """One update's gradient = own loss at full width + for each other width, times
+    ``student_weight``, KL(detached full-width policy || its policy) + vf_coef * MSE(its value,
+    detached full value)."""
+    m = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, ent_coef=0.01, seed=0, student_weight=student_weight)
     m.max_grad_norm = 1e9  # no clipping: compare raw gradients
     _collect(m, 16)
     widths = sandwich_widths(3, 0.25, 1.0, torch.Generator().set_state(m.width_generator.get_state()))
@@ -91,11 +93,35 @@ def test_a2c_sandwich_gradient_equals_hand_built_loss() -> None:
         else:
             t = teacher_logits.detach()
             kl = (t.softmax(-1) * (t.log_softmax(-1) - logits.log_softmax(-1))).sum(-1).mean()
-            total = total + kl + m.vf_coef * F.mse_loss(values, teacher_values.detach())
+            total = total + student_weight * (kl + m.vf_coef * F.mse_loss(values, teacher_values.detach()))
     total.backward()
     for n, p in rp.named_parameters():
         torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-7)
     assert get_width(policy) == 1.0  # back at the rollout width
+
+
+def test_ppo_rollout_teacher() -> None:
+    """``distill_teacher="rollout"``: the students distil a frozen copy of the rollout's policy.
+    With one epoch of one minibatch that copy equals the online full width (same update as
+    ``"online"``); with more epochs the two differ; the copy is not saved with the model."""
+
+    def trained(teacher: str, n_epochs: int) -> USPPO:
+        m = USPPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, n_epochs=n_epochs, n_widths=3,
+                  distill_teacher=teacher, seed=4)  # fmt: skip
+        m.learn(128)
+        return m
+
+    for a, b in zip(trained("online", 1).policy.parameters(), trained("rollout", 1).policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    online, rollout = trained("online", 4), trained("rollout", 4)
+    assert any(not torch.equal(a, b) for a, b in zip(online.policy.parameters(), rollout.policy.parameters()))
+    teacher = rollout._rollout_teacher
+    assert teacher.optimizer is None and not any(p.requires_grad for p in teacher.parameters())
+    assert get_width(teacher) == 1.0 and "_rollout_teacher" in rollout._excluded_save_params()
+    with pytest.raises(ValueError, match="distill_teacher"):
+        USA2C("MlpPolicy", "CartPole-v1", distill_teacher="rollout")
+    with pytest.raises(ValueError, match="student_weight"):
+        USPPO("MlpPolicy", "CartPole-v1", student_weight=0)
 
 
 def test_distillation_gradients_never_reach_the_teacher() -> None:

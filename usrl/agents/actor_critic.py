@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -81,6 +82,10 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         total: th.Tensor | None = None
         first: dict[str, th.Tensor] = {}
         teacher: tuple[list[th.distributions.Distribution], th.Tensor] | None = None
+        if distilling and self.distill_teacher == "rollout" and self.n_widths > 1:
+            with th.no_grad():
+                dist, values = self._rollout_teacher.distribution_and_values(observations)
+            teacher = (detach_distribution(dist), values)
         with share_stem(self.policy):
             for i, w in enumerate(self._step_widths(control.low, control.high)):
                 control.width = w
@@ -91,7 +96,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
                     own, parts = own_loss(values, log_prob, dist.entropy())
                     if i == 0:
                         first = parts
-                if distilling and i == 0:
+                if distilling and i == 0 and teacher is None:
                     teacher = (detach_distribution(dist), values.detach())
                 if distilling and i > 0:
                     assert teacher is not None
@@ -107,9 +112,35 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
                     loss = own
                 sandwich = self.width_sampling == "sandwich"
                 logs["full" if sandwich and i == 0 else "low" if sandwich and i == 1 else "random"].append(loss.item())
+                if sandwich and i > 0 and self.student_weight != 1.0:
+                    loss = self.student_weight * loss
                 total = loss if total is None else total + loss
         assert total is not None
         return total, first
+
+    def _refresh_rollout_teacher(self) -> None:
+        """With ``distill_teacher="rollout"``: a frozen full-width copy of the policy as it
+        collected the rollout, the teacher of every minibatch of this update."""
+        if self.distill_teacher != "rollout" or self.distill is None or self.width_sampling != "sandwich":
+            return
+        if self.n_widths < 2:
+            return
+        teacher = getattr(self, "_rollout_teacher", None)
+        if teacher is None:
+            optimizer, self.policy.optimizer = self.policy.optimizer, None  # type: ignore[assignment]
+            try:
+                teacher = copy.deepcopy(self.policy)
+            finally:
+                self.policy.optimizer = optimizer
+            teacher.requires_grad_(False)
+            self._rollout_teacher = teacher
+        teacher.load_state_dict(self.policy.state_dict())
+        teacher.set_training_mode(False)
+        control = width_control(teacher)
+        control.width = control.high
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_rollout_teacher"]  # type: ignore[misc]
 
     def _record_width_logs(self, logs: dict[str, list[float]]) -> None:
         low = width_control(self.policy).low
@@ -137,6 +168,11 @@ _US_DOC = """
         learns the algorithm's own loss.
     :param distill_weight: in [0, 1]; the other widths' loss is
         ``w * distillation + (1 - w) * their own loss``.
+    :param student_weight: > 0; each non-full width's loss is multiplied by it before the sum
+        (``1 / (n_widths - 1)`` averages the students).
+    :param distill_teacher: ``"online"``: the full width's outputs in the same forward pass (the
+        US-Nets definition); ``"rollout"`` (USPPO only): a frozen copy of the full width as it
+        collected the rollout, the same teacher for every epoch and minibatch of the update.
     :param rollout_width: width used to collect rollouts (default: the top of the range).
     :param width_sampling: ``"sandwich"``, or ``"random"`` (all widths of a step uniform
         random, each on its own loss: the "no sandwich rule" ablation).
@@ -191,9 +227,12 @@ class USPPO(USActorCriticMixin, PPO):
         distill_weight: float = 1.0,
         rollout_width: float | None = None,
         width_sampling: str = "sandwich",
+        student_weight: float = 1.0,
+        distill_teacher: str = "online",
         _init_setup_model: bool = True,
     ) -> None:
-        self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
+        self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling,
+                          student_weight, distill_teacher, ("online", "rollout"))  # fmt: skip
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
             gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
@@ -219,6 +258,7 @@ class USPPO(USActorCriticMixin, PPO):
         stats: dict[str, list[float]] = defaultdict(list)
         logs: dict[str, list[float]] = defaultdict(list)
         approx_kl_divs: list[float] = []
+        self._refresh_rollout_teacher()
         loss = th.zeros(())
         continue_training = True
         try:
@@ -315,9 +355,13 @@ class USA2C(USActorCriticMixin, A2C):
         distill_weight: float = 1.0,
         rollout_width: float | None = None,
         width_sampling: str = "sandwich",
+        student_weight: float = 1.0,
+        distill_teacher: str = "online",
         _init_setup_model: bool = True,
     ) -> None:
-        self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
+        # A2C makes one step per rollout: its online teacher is the rollout's policy already
+        self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling,
+                          student_weight, distill_teacher, ("online",))  # fmt: skip
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, gamma=gamma, gae_lambda=gae_lambda,
             ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm, rms_prop_eps=rms_prop_eps,

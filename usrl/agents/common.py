@@ -3,6 +3,7 @@ acting and predicting at a width, and the guarded optimizer step."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -54,7 +55,7 @@ class SlimmableAlgorithmMixin:
     """Width handling of a US algorithm (put it before the SB3 class in the bases).
 
     Holds the sandwich settings (``n_widths``, ``distill``, ``distill_weight``,
-    ``width_sampling``), a seeded generator for the random widths that is saved with the
+    ``distill_teacher``, ``student_weight``, ``width_sampling``), a seeded generator for the random widths that is saved with the
     model, the width used to collect experience (``rollout_width``), ``set_width`` and
     ``predict(..., width=)``.
     """
@@ -64,6 +65,8 @@ class SlimmableAlgorithmMixin:
     n_widths: int
     distill: str | None
     distill_weight: float
+    distill_teacher: str
+    student_weight: float
     width_sampling: str
     rollout_width: float | None
     width_generator: th.Generator | None
@@ -77,6 +80,9 @@ class SlimmableAlgorithmMixin:
         distill_weight: float,
         rollout_width: float | None,
         width_sampling: str,
+        student_weight: float = 1.0,
+        distill_teacher: str = "online",
+        teachers: tuple[str, ...] = ("online",),
     ) -> None:
         """Validate and store the sandwich settings (call before SB3's constructor)."""
         if width_sampling not in WIDTH_SAMPLINGS:
@@ -89,6 +95,14 @@ class SlimmableAlgorithmMixin:
             isinstance(distill_weight, (int, float)) and 0.0 <= distill_weight <= 1.0
         ):
             raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
+        if isinstance(student_weight, bool) or not (
+            isinstance(student_weight, (int, float)) and math.isfinite(student_weight) and student_weight > 0
+        ):
+            raise ValueError(f"student_weight must be a number > 0, got {student_weight!r}")
+        if distill_teacher not in teachers:
+            raise ValueError(f"distill_teacher must be one of {teachers}, got {distill_teacher!r}")
+        self.student_weight = float(student_weight)
+        self.distill_teacher = distill_teacher
         self.n_widths = n_widths
         self.distill = distill
         self.distill_weight = float(distill_weight)

@@ -120,7 +120,8 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         double_q: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
-        self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling)
+        self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling,
+                          student_weight, distill_teacher, TEACHERS)  # fmt: skip
         if not (
             isinstance(distill_temperature, (int, float))
             and math.isfinite(distill_temperature)
@@ -128,14 +129,6 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         ):
             raise ValueError(f"distill_temperature must be > 0, got {distill_temperature!r}")
         self.distill_temperature = float(distill_temperature)
-        if distill_teacher not in TEACHERS:
-            raise ValueError(f"distill_teacher must be one of {TEACHERS}, got {distill_teacher!r}")
-        self.distill_teacher = distill_teacher
-        if isinstance(student_weight, bool) or not (
-            isinstance(student_weight, (int, float)) and math.isfinite(student_weight) and student_weight > 0
-        ):
-            raise ValueError(f"student_weight must be a number > 0, got {student_weight!r}")
-        self.student_weight = float(student_weight)
         if not isinstance(double_q, bool):
             raise ValueError(f"double_q must be True or False, got {double_q!r}")
         self.double_q = double_q
