@@ -99,6 +99,7 @@ COMMON: dict[str, Callable[[Any], str | None]] = {
     "n_widths": _int(1),
     "distill_weight": UNIT,
     "student_weight": _real(0.0, low_open=True),
+    "distill_teacher": lambda v: None if v in ("online", "target", "rollout") else "must be online, target or rollout",
     "n_timesteps": _int(1),
     "n_envs": _int(1),
     "frame_stack": _int(1),
@@ -122,7 +123,6 @@ RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "exploration_final_eps": UNIT,
         "distill_temperature": _real(0.0, low_open=True),
         "double_q": _bool,
-        "distill_teacher": lambda v: None if v in ("online", "target") else "must be online or target",
         "optimize_memory_usage": _bool,
     },
     "ppo": {
