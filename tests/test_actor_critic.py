@@ -114,7 +114,7 @@ def test_ppo_rollout_teacher() -> None:
     for a, b in zip(trained("online", 1).policy.parameters(), trained("rollout", 1).policy.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     online, rollout = trained("online", 4), trained("rollout", 4)
-    assert any(not torch.equal(a, b) for a, b in zip(online.policy.parameters(), rollout.policy.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(online.policy.parameters(), rollout.policy.parameters(), strict=True))
     teacher = rollout._rollout_teacher
     assert teacher.optimizer is None and not any(p.requires_grad for p in teacher.parameters())
     assert get_width(teacher) == 1.0 and "_rollout_teacher" in rollout._excluded_save_params()

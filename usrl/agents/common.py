@@ -55,9 +55,9 @@ class SlimmableAlgorithmMixin:
     """Width handling of a US algorithm (put it before the SB3 class in the bases).
 
     Holds the sandwich settings (``n_widths``, ``distill``, ``distill_weight``,
-    ``distill_teacher``, ``student_weight``, ``width_sampling``), a seeded generator for the random widths that is saved with the
-    model, the width used to collect experience (``rollout_width``), ``set_width`` and
-    ``predict(..., width=)``.
+    ``distill_teacher``, ``student_weight``, ``width_sampling``), a seeded generator for the
+    random widths that is saved with the model, the width used to collect experience
+    (``rollout_width``), ``set_width`` and ``predict(..., width=)``.
     """
 
     policy: Any
