@@ -134,17 +134,21 @@ def frame_loop(
     from usrl.nn import width_control
 
     control = width_control(work.net)
-    ctl = WidthController(profile, budget_ms, online=True, fallback="narrowest")
-    budgeted = BudgetedModule(work.net, ctl)
     fixed = {"full width": max(work.widths), "narrowest": min(work.widths)}.get(policy)
+    budgeted = None
+    if fixed is None:
+        budgeted = BudgetedModule(work.net, WidthController(profile, budget_ms, online=True, fallback="narrowest"))
     trace = []
     start = time.perf_counter()
     next_frame = start
     with torch.inference_mode():
         while (now := time.perf_counter()) - start < duration:
             loaded = int((now - start) // period) % 2 == 1
-            load_on.set() if loaded else load_on.clear()
-            if fixed is not None:
+            if loaded:
+                load_on.set()
+            else:
+                load_on.clear()
+            if budgeted is None:
                 control.width = fixed
                 t0 = time.perf_counter()
                 work.net(work.example)

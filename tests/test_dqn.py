@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -238,22 +239,38 @@ def test_drop_in_cnn_policy_in_plain_sb3_dqn_on_atari() -> None:
     assert np.isfinite(mean)
 
 
-@pytest.mark.parametrize("double_q", [True, False])
-def test_double_q_target_by_hand(double_q: bool) -> None:
-    """One full-width update equals a hand-built one with (Double) DQN targets on the same batch."""
+def _one_update_and_its_reference(us: USDQN, target_shift: float) -> tuple[Any, Any]:
+    """Fill ``us``'s buffer, shift its target network off the Q-network by ``target_shift``, run one
+    ``train`` step on a seeded batch; return a copy of the policy from before the step and that batch."""
     import copy
 
-    import torch.nn.functional as F
-
-    us = USDQN("MlpPolicy", "CartPole-v1", n_widths=1, double_q=double_q, learning_starts=10, buffer_size=1000, seed=1)
     _fill(us)
-    us.policy.q_net_target.load_state_dict({k: v + 0.05 for k, v in us.policy.q_net.state_dict().items()})
+    us.policy.q_net_target.load_state_dict({k: v + target_shift for k, v in us.policy.q_net.state_dict().items()})
     us._setup_learn(1)
     ref = copy.deepcopy(us.policy)
     np.random.seed(0)
     us.train(gradient_steps=1, batch_size=32)
     np.random.seed(0)
-    data = us.replay_buffer.sample(32)
+    return ref, us.replay_buffer.sample(32)
+
+
+def _step_and_compare(us: USDQN, ref: Any, loss: torch.Tensor) -> None:
+    """Take the reference's optimizer step on ``loss`` as USDQN does; its weights must equal ``us``'s."""
+    ref.optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(ref.parameters(), us.max_grad_norm)
+    ref.optimizer.step()
+    for a, b in zip(us.policy.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("double_q", [True, False])
+def test_double_q_target_by_hand(double_q: bool) -> None:
+    """One full-width update equals a hand-built one with (Double) DQN targets on the same batch."""
+    import torch.nn.functional as F
+
+    us = USDQN("MlpPolicy", "CartPole-v1", n_widths=1, double_q=double_q, learning_starts=10, buffer_size=1000, seed=1)
+    ref, data = _one_update_and_its_reference(us, 0.05)
     with torch.no_grad():
         next_target = ref.q_net_target(data.next_observations)
         if double_q:
@@ -262,34 +279,20 @@ def test_double_q_target_by_hand(double_q: bool) -> None:
             next_q = next_target.max(dim=1, keepdim=True)[0]
         target = data.rewards + (1 - data.dones) * us.gamma * next_q
     loss = F.smooth_l1_loss(ref.q_net(data.observations).gather(1, data.actions.long()), target)
-    ref.optimizer.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(ref.parameters(), us.max_grad_norm)
-    ref.optimizer.step()
     assert us.logger.name_to_value["train/loss"] == pytest.approx(loss.item(), rel=1e-5)
-    for a, b in zip(us.policy.parameters(), ref.parameters(), strict=True):
-        torch.testing.assert_close(a, b)
+    _step_and_compare(us, ref, loss)
 
 
 @pytest.mark.parametrize("teacher", ["online", "target"])
 def test_distill_teacher_by_hand(teacher: str) -> None:
     """A two-width update (full + smallest) equals a hand-built one: the smallest width distils the
     full width's Q-values of the online network, or of the target network with ``"target"``."""
-    import copy
-
     import torch.nn.functional as F
 
     us = USDQN(
         "MlpPolicy", "CartPole-v1", n_widths=2, distill_teacher=teacher, learning_starts=10, buffer_size=1000, seed=3
     )
-    _fill(us)
-    us.policy.q_net_target.load_state_dict({k: v - 0.03 for k, v in us.policy.q_net.state_dict().items()})
-    us._setup_learn(1)
-    ref = copy.deepcopy(us.policy)
-    np.random.seed(0)
-    us.train(gradient_steps=1, batch_size=32)
-    np.random.seed(0)
-    data = us.replay_buffer.sample(32)
+    ref, data = _one_update_and_its_reference(us, -0.03)
     with torch.no_grad():
         target = data.rewards + (1 - data.dones) * us.gamma * ref.q_net_target(data.next_observations).max(1, True)[0]
         ref_teacher = ref.q_net_target(data.observations)
@@ -299,13 +302,8 @@ def test_distill_teacher_by_hand(teacher: str) -> None:
     ref.set_width(1.0)
     teacher_q = ref_teacher if teacher == "target" else full.detach()
     loss = F.smooth_l1_loss(full.gather(1, data.actions.long()), target) + F.mse_loss(low, teacher_q)
-    ref.optimizer.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(ref.parameters(), us.max_grad_norm)
-    ref.optimizer.step()
     assert us.logger.name_to_value["train/distill_loss"] == pytest.approx(F.mse_loss(low, teacher_q).item(), rel=1e-5)
-    for a, b in zip(us.policy.parameters(), ref.parameters(), strict=True):
-        torch.testing.assert_close(a, b)
+    _step_and_compare(us, ref, loss)
 
 
 def test_distill_teacher_is_checked() -> None:

@@ -123,7 +123,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         collected the rollout, the teacher of every minibatch of this update."""
         if self.distill_teacher != "rollout" or self.distill is None or self.width_sampling != "sandwich":
             return
-        if self.n_widths < 2:
+        if self.n_widths < 2:  # no students to teach
             return
         teacher = getattr(self, "_rollout_teacher", None)
         if teacher is None:
