@@ -89,6 +89,13 @@ def test_clipped_rewards_and_raw_episode_scores(tmp_path) -> None:
     raw.close()
     monitor = load_results(str(tmp_path))  # SB3's Monitor format
     assert list(monitor["r"]) == scores
+    # a resumed run appends its games to the same file
+    more = AtariVecEnv("SpaceInvadersNoFrameskip-v4", n_envs=2, seed=4, num_threads=1, monitor_dir=tmp_path,
+                       monitor_append=True)  # fmt: skip
+    extra = [info["episode"]["r"] for s in _play(more, 1500) for info in s[3] if "episode" in info]
+    more.close()
+    # (load_results orders rows by their time, which restarts with the appending segment)
+    assert extra and sorted(load_results(str(tmp_path))["r"]) == sorted(scores + extra)
 
 
 def test_truncation_is_a_timeout_with_the_terminal_observation() -> None:

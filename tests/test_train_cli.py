@@ -114,8 +114,14 @@ def test_kill_9_then_resume_finishes_with_the_right_total(tmp_path: Path) -> Non
     proc.wait()
     killed_at = _latest(run)
     assert 2000 <= killed_at < 6000, "the run must be killed mid-way"
+    monitor = run / "0.monitor.csv"
+    games_before = monitor.read_text().splitlines()[2:]
+    assert games_before, "the killed segment logged games"
     res = train("--resume", str(run), "--verbose", "0", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    lines = monitor.read_text().splitlines()  # the resumed segment appends to the same file
+    assert lines[2 : 2 + len(games_before)] == games_before and len(lines) > 2 + len(games_before)
+    assert sum(line.startswith("#") for line in lines) == 1
     from usrl import USDQN
 
     final = USDQN.load(run / "CartPole-v1.zip")

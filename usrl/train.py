@@ -370,6 +370,8 @@ def _make_envs(job: Job) -> tuple[Any, Any]:
         seed=job.seed,
         monitor_dir=str(job.run_dir),
         frame_stack=frame_stack,
+        # a resumed run continues its monitor files (their headers are there)
+        monitor_append=job.resume is not None and any(job.run_dir.glob("*monitor.csv")),
     )
     # Atari evaluates full games in ale-py's vector env, one game per env at a time
     n_eval = min(job.eval_episodes, MAX_ATARI_EVAL_ENVS) if spec.family == "atari" else 1

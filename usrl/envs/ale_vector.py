@@ -71,6 +71,7 @@ class AtariVecEnv(VecEnv):
     :param max_episode_frames: a game is truncated after this many emulator frames (default: the
         id's, 108,000 = 30 minutes of play).
     :param monitor_dir: folder for ``monitor.csv`` (full games, raw scores); ``None``: no file.
+    :param monitor_append: continue an existing ``monitor.csv`` (a resumed run) instead of overwriting it.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class AtariVecEnv(VecEnv):
         num_threads: int | None = None,
         max_episode_frames: int | None = None,
         monitor_dir: str | Path | None = None,
+        monitor_append: bool = False,
     ) -> None:
         from ale_py.vector_env import AtariVectorEnv
 
@@ -119,7 +121,9 @@ class AtariVecEnv(VecEnv):
         if monitor_dir is not None:
             Path(monitor_dir).mkdir(parents=True, exist_ok=True)
             self._writer = ResultsWriter(
-                str(Path(monitor_dir) / "monitor.csv"), header={"t_start": self._t_start, "env_id": env_id}
+                str(Path(monitor_dir) / "monitor.csv"),
+                header={"t_start": self._t_start, "env_id": env_id},
+                override_existing=not monitor_append,
             )
         if seed is not None:
             self.seed(seed)

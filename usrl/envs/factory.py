@@ -135,6 +135,7 @@ def make_vec_env(
     eval_env: bool = False,
     atari_backend: str = "ale",
     render: bool = False,
+    monitor_append: bool = False,
 ) -> VecEnv:
     """Vectorised envs with SB3 ``Monitor`` files and the family's wrappers.
 
@@ -144,6 +145,8 @@ def make_vec_env(
     ``atari_backend`` is ``"ale"`` (ale-py's vector env, the default) or ``"zoo"`` (SB3's
     wrappers). ``wrapper_kwargs`` go to :class:`usrl.envs.AtariVecEnv` or to SB3's ``AtariWrapper``.
     ``render=True`` makes ``render()`` return RGB frames (Atari: with ``atari_backend="zoo"``).
+    ``monitor_append=True`` continues existing monitor files (a resumed run) instead of
+    starting them afresh.
     """
     if isinstance(spec, str):
         spec = resolve_env(spec)
@@ -159,8 +162,9 @@ def make_vec_env(
 
         kwargs = {"terminal_on_life_loss": not eval_env, "clip_reward": not eval_env, **(wrapper_kwargs or {})}
         return AtariVecEnv(
-            spec.env_id, n_envs=n_envs, seed=seed, frame_stack=frame_stack, monitor_dir=monitor_dir, **kwargs
-        )
+            spec.env_id, n_envs=n_envs, seed=seed, frame_stack=frame_stack, monitor_dir=monitor_dir,
+            monitor_append=monitor_append, **kwargs,
+        )  # fmt: skip
     if spec.family == "atari":
         kwargs = dict(wrapper_kwargs or {})
         if eval_env:
@@ -168,10 +172,11 @@ def make_vec_env(
         venv = sb3_make_vec_env(
             spec.env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, wrapper_class=AtariWrapper,
             wrapper_kwargs=kwargs, env_kwargs={**_atari_env_kwargs(spec.env_id), **_render(render)}, vec_env_cls=cls,
+            monitor_kwargs={"override_existing": not monitor_append},
         )  # fmt: skip
         return VecFrameStack(venv, n_stack=frame_stack) if frame_stack > 1 else venv
     wrapper = ChannelFirstFloat if spec.family == "minatar" else None
     return sb3_make_vec_env(
         spec.env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, wrapper_class=wrapper, vec_env_cls=cls,
-        env_kwargs=_render(render),
+        env_kwargs=_render(render), monitor_kwargs={"override_existing": not monitor_append},
     )  # fmt: skip
