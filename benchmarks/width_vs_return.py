@@ -31,10 +31,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ WIDTHS = [0.25, 0.5, 0.75, 1.0]
 TASKS: dict[str, dict[str, Any]] = {
     "cartpole": {"env": "CartPole-v1", "steps": 50_000, "episodes": 20, "grid": 0.125},
     "acrobot": {"env": "Acrobot-v1", "steps": 100_000, "episodes": 20, "grid": 0.125},
+    "pendulum": {"env": "Pendulum-v1", "steps": 100_000, "episodes": 20, "grid": 0.125},
     "minatar-breakout": {"env": "MinAtar/Breakout-v1", "steps": 1_000_000, "episodes": 20, "grid": 0.125},
     "pong": {"env": "Pong", "steps": 2_000_000, "episodes": 10, "grid": 0.25},
     "tiny": {
@@ -62,6 +63,9 @@ TASKS: dict[str, dict[str, Any]] = {
     },
 }
 METHODS = ["us", "us_no_distill", "us_no_sandwich", *(f"individual_{w}" for w in WIDTHS)]
+# Overrides that change only how a step's several widths learn: a method that trains one width
+# per step (individual nets, the no-sandwich ablation) is the same model with or without them.
+SANDWICH_ONLY_KEYS = frozenset({"n_widths", "distill", "distill_weight", "distill_teacher", "student_weight"})
 SELECTIONS = ("final", "best")
 SELECT_EVALS = 10  # --select best considers a checkpoint every tenth of training (and the last one)
 SELECT_EPISODES = 15  # selection episodes per checkpoint, split evenly over the widths selected on
@@ -152,6 +156,96 @@ def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[st
     return kwargs, [float(x) for x in np.round(np.arange(low, high + 1e-9, grid), 6)]
 
 
+def cell_params(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The overrides that define a method's cell: none for a one-width-per-step method when every
+    override is sandwich-only (its cell is then shared with the preset's folder, not retrained)."""
+    params = dict(params or {})
+    one_width = method.startswith("individual_") or method == "us_no_sandwich"
+    return {} if one_width and set(params) <= SANDWICH_ONLY_KEYS else params
+
+
+def cell_file(out: Path, task: str, algo: str, select: str, params: dict[str, Any], method: str, seed: int) -> Path:
+    """Where a cell's JSON lives: ``<out>/cells/<result name of its own overrides>/<method>_s<seed>.json``."""
+    return out / "cells" / result_name(task, algo, select, cell_params(method, params)) / f"{method}_s{seed}.json"
+
+
+CellArgs = tuple[str, str, str, int, str, str, dict[str, Any]]  # run_cell's positional arguments
+
+
+def pending_cells(
+    out: Path, task: str, algo: str, select: str, params: dict[str, Any], methods: list[str], seeds: list[int]
+) -> list[CellArgs]:
+    """The (method, seed) cells not on disk yet, as :func:`run_cell` arguments, seed-major."""
+    todo = []
+    for s in seeds:
+        for m in methods:
+            path = cell_file(out, task, algo, select, params, m, s)
+            if not path.exists():
+                todo.append((task, algo, m, s, str(path.parent), select, cell_params(m, params)))
+    return todo
+
+
+def run_cells(cells: list[CellArgs], jobs: int, time_limit_s: float | None = None) -> int:
+    """Train cells in order, ``jobs`` at a time in worker processes (in this one for ``jobs=1``
+    without a time limit), each on one thread. At ``time_limit_s`` the unfinished cells are
+    stopped (a cell's file is written whole or not at all). Returns how many cells failed; a
+    failure is printed and does not stop the others."""
+    if not cells:
+        return 0
+    if jobs <= 1 and time_limit_s is None:
+        _one_thread()  # cells always train on one thread, so their train times compare across --jobs
+        for cell in cells:
+            run_cell(*cell)
+        return 0
+    import multiprocessing
+
+    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+    failed = 0
+    pool = multiprocessing.get_context("fork").Pool(max(1, jobs), initializer=_one_thread, maxtasksperchild=1)
+    try:
+        pending = [(cell, pool.apply_async(run_cell, cell)) for cell in cells]
+        for cell, result in pending:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                result.get(left)
+            except multiprocessing.TimeoutError:
+                unfinished = sum(not r.ready() for _, r in pending)
+                print(f"time limit reached: {unfinished} cells stopped unfinished", flush=True)
+                break
+            except Exception as e:  # noqa: BLE001  (one cell's failure must not lose the others)
+                failed += 1
+                print(f"cell {cell[0]} {cell[1]} {cell[2]} seed {cell[3]} failed: {type(e).__name__}: {e}", flush=True)
+    finally:
+        pool.terminate()
+        pool.join()
+    return failed
+
+
+def machine() -> dict[str, Any]:
+    """The processor and torch a cell trained on (its train time means little without them)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__}
+
+
+def machines_line(cells: list[dict[str, Any]]) -> list[str]:
+    """The report line naming the processors the cells trained on (train times compare only on one)."""
+    counts: dict[str, int] = {}
+    for c in cells:
+        m = c.get("machine")
+        cpu = f"{m['cpu']}, {m.get('cpus', '?')} CPUs, torch {m['torch']}" if m else "not recorded"
+        counts[cpu] = counts.get(cpu, 0) + 1
+    return ["Trained on (one thread per cell): " + "; ".join(f"{cpu} ({n} cells)" for cpu, n in counts.items()) + "  "]
+
+
 def run_cell(
     task: str,
     algo: str,
@@ -216,9 +310,11 @@ def run_cell(
         "train_time_s": train_time,
         "select": select,
         "params": params or {},
+        "machine": machine(),
         **selected,
         "rows": rows,
     }
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(out_dir) / f"{method}_s{seed}.json", json.dumps(result, indent=1))
     print(
         f"[{task} {algo}] {method} seed {seed}: {train_time:.0f}s"
@@ -289,9 +385,16 @@ def report(
         f"Command: `{command}`  ",
         *(
             [f"Preset overrides, for every method: {', '.join(f'`{k}: {v}`' for k, v in sorted(params.items()))}  "]
+            if params and set(params) - SANDWICH_ONLY_KEYS
+            else [
+                f"Preset overrides, for the sandwich methods: {', '.join(f'`{k}: {v}`' for k, v in sorted(params.items()))}"
+                " (they do not change a model trained one width per step: the individual nets and us_no_sandwich are"
+                " the preset's cells)  "
+            ]
             if params
             else []
         ),
+        *machines_line(cells),
         f"Seeds: {', '.join(map(str, seeds))}; {TASKS[task]['steps']} env steps per model; each "
         + (
             "final model"
@@ -422,19 +525,17 @@ def main(argv: list[str] | None = None) -> int:
             f"-params n_timesteps is not used here: every model trains the task's {TASKS[args.task]['steps']} steps"
         )
     command = "python benchmarks/width_vs_return.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    cell_dir = args.out / "cells" / result_name(args.task, args.algo, args.select, params)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    todo = [(m, s) for s in args.seeds for m in args.methods if not (cell_dir / f"{m}_s{s}.json").exists()]
+    todo = pending_cells(args.out, args.task, args.algo, args.select, params, args.methods, args.seeds)
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
-    if args.jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as ex:
-            cells = [(args.task, args.algo, m, s, str(cell_dir), args.select, params) for m, s in todo]
-            list(ex.map(run_cell, *zip(*cells, strict=True)))
-    else:
-        _one_thread()  # cells always train on one thread, so their train times compare across --jobs
-        for m, s in todo:
-            run_cell(args.task, args.algo, m, s, str(cell_dir), args.select, params)
-    cells = [json.loads((cell_dir / f"{m}_s{s}.json").read_text()) for s in args.seeds for m in args.methods]
+    failed = run_cells(todo, args.jobs)
+    if failed:
+        print(f"error: {failed} of {len(todo)} cells failed (above); no report written", file=sys.stderr)
+        return 1
+    cells = [
+        json.loads(cell_file(args.out, args.task, args.algo, args.select, params, m, s).read_text())
+        for s in args.seeds
+        for m in args.methods
+    ]
     print(report(args.task, args.algo, cells, command, args.seeds, args.out, args.select, params))
     return 0
 

@@ -142,6 +142,8 @@ def test_distillation_gradients_never_reach_the_teacher() -> None:
     # the KL of diagonal Gaussians, summed over action dimensions, against its closed form
     closed = (torch.log(s.scale / t.scale) + (t.scale**2 + (t.loc - s.loc) ** 2) / (2 * s.scale**2) - 0.5).sum(-1)
     torch.testing.assert_close(distribution_kl(teacher_parts, student), closed)
+    # the shared log_std learns from the full width's own loss only: KL would inflate it
+    assert torch.autograd.grad(loss, m.policy.log_std, allow_unused=True) == (None,)
 
 
 def test_continuous_actions_train_and_run_at_several_widths() -> None:

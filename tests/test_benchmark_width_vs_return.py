@@ -105,3 +105,21 @@ def test_target_is_relative_to_the_magnitude_of_the_individual_return() -> None:
     assert not wvr.meets_target(-85.0, -80.0)[0]
     assert wvr.meets_target(-83.0, -80.0)[0]
     assert wvr.meets_target(-70.0, -80.0) == (True, 0.125)
+
+
+def test_sandwich_only_overrides_share_the_one_width_cells(tmp_path: Path) -> None:
+    wvr = _load()
+    methods = ["us", "us_no_sandwich", "individual_1.0"]
+    args = ["--task", "tiny", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]
+    assert wvr.main([*args, "-params", "student_weight:0.5"]) == 0
+    own, shared = tmp_path / "cells" / "tiny_student_weight-0.5", tmp_path / "cells" / "tiny"
+    assert sorted(p.name for p in own.glob("*.json")) == ["us_s0.json"]
+    assert sorted(p.name for p in shared.glob("*.json")) == ["individual_1.0_s0.json", "us_no_sandwich_s0.json"]
+    assert json.loads((shared / "individual_1.0_s0.json").read_text())["params"] == {}
+    cell = json.loads((own / "us_s0.json").read_text())
+    assert cell["params"] == {"student_weight": 0.5} and set(cell["machine"]) == {"cpu", "cpus", "torch"}
+    md = (tmp_path / "tiny_student_weight-0.5.md").read_text()
+    assert "Preset overrides, for the sandwich methods: `student_weight: 0.5`" in md and "Trained on" in md
+    # an override that changes every model keeps every method's cells apart
+    assert wvr.main([*args[:-2], "--methods", "individual_1.0", "--out", str(tmp_path), "-params", "gamma:0.9"]) == 0
+    assert (tmp_path / "cells" / "tiny_gamma-0.9" / "individual_1.0_s0.json").is_file()

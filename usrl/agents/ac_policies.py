@@ -248,10 +248,16 @@ def distribution_kl(teacher: list[th.distributions.Distribution], student: Distr
     """Per-sample ``KL(teacher || student)`` summed over action dimensions (shape ``(batch,)``).
 
     ``teacher`` comes from :func:`detach_distribution`, so gradients reach only the student.
-    Covers SB3's categorical, multi-categorical, Bernoulli and diagonal Gaussian actions.
+    Covers SB3's categorical, multi-categorical, Bernoulli and diagonal Gaussian actions. A
+    Gaussian student learns its mean only: its scale is detached, because ``log_std`` is shared
+    by every width and ``KL`` falls as the scale grows whenever the means differ, so the
+    students would inflate the full width's exploration noise (measured on Pendulum-v1: US-PPO
+    at -711 against -130 for plain PPO before this). The full width's own loss trains the scale.
     """
     total: th.Tensor | None = None
     for t, s in zip(teacher, _parts(student), strict=True):
+        if isinstance(s, Normal):
+            s = Normal(s.loc, s.scale.detach())
         kl = kl_divergence(t, s)
         if kl.dim() > 1:
             kl = kl.sum(dim=1)

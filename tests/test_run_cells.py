@@ -1,0 +1,70 @@
+"""benchmarks/run_cells.py: a plan of several grids trains in one pool, in order, within a time limit."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("run_cells", ROOT / "benchmarks" / "run_cells.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_plan_trains_its_cells_once_where_width_vs_return_finds_them(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rc = _load()
+    plan = tmp_path / "plan.txt"
+    plan.write_text(
+        "# two grids sharing the individual net\n"
+        "tiny ppo final 0 us,individual_1.0 student_weight:0.5\n"
+        "\n"
+        "tiny ppo final 0 individual_1.0   # already planned above\n"
+    )
+    assert rc.main([str(plan), "--jobs", "2", "--out", str(tmp_path)]) == 0
+    assert "2 cells to train" in capsys.readouterr().out
+    assert (tmp_path / "cells" / "tiny_ppo" / "individual_1.0_s0.json").is_file()
+    us = json.loads((tmp_path / "cells" / "tiny_ppo_student_weight-0.5" / "us_s0.json").read_text())
+    assert us["method"] == "us" and us["params"] == {"student_weight": 0.5}
+    assert rc.main([str(plan), "--out", str(tmp_path)]) == 0
+    assert "0 cells to train" in capsys.readouterr().out
+
+
+def test_time_limit_stops_unfinished_cells_without_writing_them(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rc = _load()
+    plan = tmp_path / "plan.txt"
+    plan.write_text("cartpole ppo final 0 us\n")
+    assert rc.main([str(plan), "--time-limit", "1", "--out", str(tmp_path)]) == 0
+    assert "time limit reached: 1 cells stopped unfinished" in capsys.readouterr().out
+    assert not list(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("tiny ppo final 0", "expected TASK ALGO SELECT SEEDS METHODS"),
+        ("nope ppo final 0 us", "unknown task 'nope'"),
+        ("tiny sac final 0 us", "unknown algo 'sac'"),
+        ("tiny ppo last 0 us", "unknown select 'last'"),
+        ("tiny ppo final 0-x us", "bad seeds '0-x'"),
+        ("tiny ppo final 0 us,teacher", "unknown method 'teacher'"),
+        ("tiny ppo final 0 us student_weight", "expected key:value"),
+        ("tiny ppo final 0 us n_timesteps:10", "n_timesteps is not used"),
+    ],
+)
+def test_bad_plan_line_is_one_error_naming_the_line(tmp_path: Path, capsys, line: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    rc = _load()
+    plan = tmp_path / "plan.txt"
+    plan.write_text(f"# header\n{line}\n")
+    with pytest.raises(SystemExit) as exc:
+        rc.main([str(plan), "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "plan line 2: " in err and message in err
+    assert not (tmp_path / "cells").exists()
