@@ -40,6 +40,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from intervals import curve_band, individual_points, interval_estimates, interval_lines, keep_notes, poi_panel  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = [0.25, 0.5, 0.75, 1.0]
 
@@ -452,35 +455,33 @@ def report(
             a_auc = np.mean([auc(c["rows"]) for c in a])
             checks.append(f"area: US {us_auc:.1f} vs {abl} {a_auc:.1f} ({'meets' if us_auc >= a_auc else 'misses'})")
     lines += [
-        f"Targets (US within {100 * TOLERANCE:.0f}% of |the individual net's return| below it at each width, i.e. "
-        f">= {100 - 100 * TOLERANCE:.0f}% of it for positive returns; US area >= each ablation's):",
+        f"Targets on the means (US within {100 * TOLERANCE:.0f}% of |the individual net's return| below it at each "
+        f"width, i.e. >= {100 - 100 * TOLERANCE:.0f}% of it for positive returns; US area >= each ablation's):",
         "",
         *[f"- {c}" for c in checks],
         "",
     ]
+    intervals = interval_estimates(
+        by_method,
+        value=lambda c, w: at(c["rows"], w),
+        widths_of=lambda c: [r["width"] for r in c["rows"]],
+        compare_widths=WIDTHS,
+        area=lambda c: auc(c["rows"]),
+        sandwich=["us", "us_no_distill", "us_no_sandwich"],
+        tolerance=TOLERANCE,
+    )
+    lines += interval_lines(intervals, WIDTHS, "mean return", TOLERANCE)
     text = "\n".join(lines)
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, pax) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     for method in ["us", "us_no_distill", "us_no_sandwich"]:
-        cs = by_method.get(method, [])
-        if not cs:
-            continue
-        ws = [r["width"] for r in cs[0]["rows"]]
-        m = np.array([[at(c["rows"], w) for w in ws] for c in cs], dtype=float)
-        (line,) = ax.plot(ws, m.mean(0), marker="o", ms=3, label=method)
-        ax.fill_between(ws, m.mean(0) - m.std(0), m.mean(0) + m.std(0), color=line.get_color(), alpha=0.15)
-    iw = [w for w in WIDTHS if individual[w]]
-    if iw:
-        ax.errorbar(
-            iw,
-            [np.mean(individual[w]) for w in iw],
-            yerr=[np.std(individual[w]) for w in iw],
-            fmt="ks",
-            capsize=4,
-            label="individual nets",
-        )
+        if intervals["curves"].get(method):
+            curve_band(ax, intervals["curves"][method], label=method)
+    if intervals["curves"].get("individual"):
+        individual_points(ax, intervals["curves"]["individual"])
     ax.set_xlabel("width")
-    ax.set_ylabel("mean episode return")
+    ax.set_ylabel(f"{intervals['statistic']} of the seeds' mean returns (95% CI)")
+    poi_panel(pax, intervals)
     name = algo.upper()
     which = "" if select == "final" else ", best checkpoints"
     ax.set_title(
@@ -494,7 +495,7 @@ def report(
     plt.close(fig)
     from usrl.utils import atomic_write_text
 
-    atomic_write_text(out / f"{stem}.md", text)
+    atomic_write_text(out / f"{stem}.md", keep_notes(out / f"{stem}.md", text))
     return text
 
 

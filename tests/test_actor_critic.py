@@ -17,7 +17,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 
 from usrl import USA2C, USPPO
 from usrl.agents import USActorCriticCnnPolicy, USActorCriticPolicy
-from usrl.agents.ac_policies import detach_distribution, distribution_kl
+from usrl.agents.ac_policies import detach_distribution, distill_loss
 from usrl.nn import get_width, sandwich_widths
 
 
@@ -114,7 +114,9 @@ def test_ppo_rollout_teacher() -> None:
     for a, b in zip(trained("online", 1).policy.parameters(), trained("rollout", 1).policy.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     online, rollout = trained("online", 4), trained("rollout", 4)
-    assert any(not torch.equal(a, b) for a, b in zip(online.policy.parameters(), rollout.policy.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(online.policy.parameters(), rollout.policy.parameters(), strict=True)
+    )
     teacher = rollout._rollout_teacher
     assert teacher.optimizer is None and not any(p.requires_grad for p in teacher.parameters())
     assert get_width(teacher) == 1.0 and "_rollout_teacher" in rollout._excluded_save_params()
@@ -135,15 +137,26 @@ def test_distillation_gradients_never_reach_the_teacher() -> None:
     student, _ = m.policy.distribution_and_values(obs)
     s = student.distribution
     assert s is not t
-    loss = distribution_kl(teacher_parts, student).mean()
+    loss = distill_loss(teacher_parts, student).mean()
     assert torch.autograd.grad(loss, t.loc, retain_graph=True, allow_unused=True) == (None,)
     (g,) = torch.autograd.grad(loss, s.loc, retain_graph=True)
     assert g.abs().sum() > 0
-    # the KL of diagonal Gaussians, summed over action dimensions, against its closed form
-    closed = (torch.log(s.scale / t.scale) + (t.scale**2 + (t.loc - s.loc) ** 2) / (2 * s.scale**2) - 0.5).sum(-1)
-    torch.testing.assert_close(distribution_kl(teacher_parts, student), closed)
-    # the shared log_std learns from the full width's own loss only: KL would inflate it
+    # Gaussian actions: half the squared distance of the means, summed over action dimensions
+    torch.testing.assert_close(distill_loss(teacher_parts, student), 0.5 * ((s.loc - t.loc) ** 2).sum(-1))
+    # the shared log_std learns from the full width's own loss only
     assert torch.autograd.grad(loss, m.policy.log_std, allow_unused=True) == (None,)
+
+
+def test_discrete_distillation_is_the_kl_to_the_teacher() -> None:
+    m = USPPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64)
+    obs = torch.randn(8, 4)
+    m.policy.set_width(1.0)
+    teacher_parts = detach_distribution(m.policy.distribution_and_values(obs)[0])
+    m.policy.set_width(0.25)
+    student = m.policy.distribution_and_values(obs)[0]
+    p_t, p_s = teacher_parts[0].probs, student.distribution.probs
+    closed = (p_t * (p_t.log() - p_s.log())).sum(-1)
+    torch.testing.assert_close(distill_loss(teacher_parts, student), closed)
 
 
 def test_continuous_actions_train_and_run_at_several_widths() -> None:

@@ -23,6 +23,7 @@ def test_tiny_task_end_to_end(tmp_path: Path, capsys) -> None:  # type: ignore[n
     assert ind["rows"][1]["macs"] == next(r["macs"] for r in us["rows"] if r["width"] == 0.5)
     md = (tmp_path / "sr_tiny.md").read_text()
     assert "| us |" in md and "Bicubic:" in md and "Command:" in md
+    assert "## Interval estimates" in md and "P(US > other)" in md
     for name in ("sr_tiny.png", "sr_tiny_crops.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()

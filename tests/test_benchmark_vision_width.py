@@ -24,6 +24,7 @@ def test_tiny_task_end_to_end(tmp_path: Path, capsys) -> None:  # type: ignore[n
     assert (ind["rows"][0]["macs"], ind["rows"][0]["params"]) == (us_05["macs"], us_05["params"])
     md = (tmp_path / "vision_tiny.md").read_text()
     assert "| us |" in md and "Command:" in md and "US minus individual" in md
+    assert "## Interval estimates" in md and "| w=0.5 vs individual | 1 |" in md
     assert (tmp_path / "vision_tiny.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     assert mod.main(args) == 0

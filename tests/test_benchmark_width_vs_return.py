@@ -31,12 +31,19 @@ def test_tiny_preset_end_to_end_and_resume(tmp_path: Path, capsys) -> None:  # t
     assert ind["rows"][0]["macs"] == us["rows"][0]["macs"]
     md = (tmp_path / "tiny.md").read_text()
     assert "| us |" in md and "individual" in md and "Command:" in md
+    # one seed: the interval collapses onto the value, and the verdict follows it
+    assert "## Interval estimates" in md and "| w=1.0 vs individual | 1 |" in md
+    assert any(v in md for v in ("| meets |", "| misses |"))
     assert (tmp_path / "tiny.png").read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     mtime = (cells / "us_s0.json").stat().st_mtime
+    with open(tmp_path / "tiny.md", "a") as f:  # a reading written under the report by hand
+        f.write("\n## Reading these numbers\n\n- a note\n")
     assert wvr.main(["--task", "tiny", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]) == 0
     assert "0 cells to train, 4 done already" in capsys.readouterr().out
     assert (cells / "us_s0.json").stat().st_mtime == mtime
+    md = (tmp_path / "tiny.md").read_text()  # rebuilt from the cells, the note kept once
+    assert md.count("## Reading these numbers\n\n- a note") == 1 and md.count("## Interval estimates") == 1
 
 
 def test_tiny_preset_with_ppo(tmp_path: Path) -> None:

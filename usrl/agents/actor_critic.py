@@ -23,7 +23,7 @@ from usrl.agents.ac_policies import (
     USActorCriticPolicy,
     USMultiInputActorCriticPolicy,
     detach_distribution,
-    distribution_kl,
+    distill_loss,
 )
 from usrl.agents.common import SlimmableAlgorithmMixin
 from usrl.nn import share_stem, width_control
@@ -40,7 +40,8 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
     For one minibatch, each sandwich width runs the actor and the critic. The full width
     (first) learns the algorithm's own loss; with ``distill="kl"`` every other width learns
     ``KL(full-width action distribution || its own) + vf_coef * MSE(its value, full-width
-    value)`` against the full width's detached outputs, mixed with its own loss by
+    value)`` against the full width's detached outputs (for Gaussian actions the KL at unit
+    scale, half the squared distance of the means: see :func:`distill_loss`), mixed with its own loss by
     ``distill_weight``. With ``distill=None`` or ``width_sampling="random"`` every width learns
     the algorithm's own loss. The losses are summed for one backward and one optimizer step.
     """
@@ -100,7 +101,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
                     teacher = (detach_distribution(dist), values.detach())
                 if distilling and i > 0:
                     assert teacher is not None
-                    kl = distribution_kl(teacher[0], dist).mean()
+                    kl = distill_loss(teacher[0], dist).mean()
                     value_mse = F.mse_loss(values, teacher[1])
                     loss = kl + self.vf_coef * value_mse
                     if own is not None:
@@ -164,7 +165,8 @@ _US_DOC = """
     :param n_widths: widths per minibatch (sandwich rule): the largest, the smallest and
         ``n_widths - 2`` uniform random ones. ``1`` trains the full width only, exactly as SB3.
     :param distill: ``"kl"``: the other widths learn the full width's detached action
-        distribution (KL) and value (MSE, weighted by ``vf_coef``); ``None``: every width
+        distribution (KL; for Gaussian actions half the squared distance of the means) and
+        value (MSE, weighted by ``vf_coef``); ``None``: every width
         learns the algorithm's own loss.
     :param distill_weight: in [0, 1]; the other widths' loss is
         ``w * distillation + (1 - w) * their own loss``.
