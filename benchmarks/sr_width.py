@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from intervals import interval_estimates, interval_lines, keep_notes  # noqa: E402
+from intervals import curve_band, individual_points, interval_estimates, interval_lines, keep_notes  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = [0.25, 0.5, 0.75, 1.0]
@@ -186,20 +186,13 @@ def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for m in ("us", "us_no_distill"):
-        cs = by.get(m, [])
-        if cs:
-            arr = np.array([[at(c["rows"], w) for w in GRID] for c in cs], dtype=float)
-            (line,) = ax.plot(GRID, arr.mean(0), marker="o", ms=3, label=m)
-            ax.fill_between(
-                GRID, arr.mean(0) - arr.std(0), arr.mean(0) + arr.std(0), color=line.get_color(), alpha=0.15
-            )
-    iw = [w for w in WIDTHS if ind[w]]
-    if iw:
-        ax.errorbar(iw, [np.mean(ind[w]) for w in iw], yerr=[np.std(ind[w]) for w in iw], fmt="ks", capsize=4,
-                    label="individual nets")  # fmt: skip
+        if intervals["curves"].get(m):
+            curve_band(ax, intervals["curves"][m], label=m)
+    if intervals["curves"].get("individual"):
+        individual_points(ax, intervals["curves"]["individual"])
     ax.axhline(bicubic, color="gray", ls="--", label="bicubic")
     ax.set_xlabel("width")
-    ax.set_ylabel("PSNR (dB, RGB)")
+    ax.set_ylabel(f"PSNR (dB, RGB), {intervals['statistic']} over seeds (95% CI)")
     ax.set_title(f"US-WDSR-A x{cfg['scale']} vs individually trained ({len(seeds)} seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from intervals import interval_estimates, interval_lines, keep_notes  # noqa: E402
+from intervals import curve_band, individual_points, interval_estimates, interval_lines, keep_notes  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = [0.35, 0.5, 0.75, 1.0]
@@ -160,22 +160,18 @@ def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for m in ("us", "us_no_distill"):
-        cs = by.get(m, [])
-        if cs:
-            arr = np.array([[at(c["rows"], w) for w in GRID] for c in cs], dtype=float)
-            grid_macs = [at(cs[0]["rows"], w, "macs") / 1e6 for w in GRID]
-            for ax, xs in ((axes[0], GRID), (axes[1], grid_macs)):
-                (line,) = ax.plot(xs, arr.mean(0), marker="o", ms=3, label=m)
-                ax.fill_between(xs, arr.mean(0) - arr.std(0), arr.mean(0) + arr.std(0), color=line.get_color(),
-                                alpha=0.15)  # fmt: skip
-    iw = [w for w in WIDTHS if ind[w]]
-    if iw:
-        for ax, xs in ((axes[0], iw), (axes[1], [macs[w] / 1e6 for w in iw])):
-            ax.errorbar(xs, [np.mean(ind[w]) for w in iw], yerr=[np.std(ind[w]) for w in iw], fmt="ks", capsize=4,
-                        label="individual nets")  # fmt: skip
+        curve = intervals["curves"].get(m)
+        if curve:
+            curve_macs = [at(by[m][0]["rows"], w, "macs") / 1e6 for w, _, _ in curve]
+            curve_band(axes[0], curve, label=m)
+            curve_band(axes[1], curve, curve_macs, label=m)
+    if intervals["curves"].get("individual"):
+        ind_curve = intervals["curves"]["individual"]
+        individual_points(axes[0], ind_curve)
+        individual_points(axes[1], ind_curve, [macs[w] / 1e6 for w, _, _ in ind_curve])
     for ax, xlabel in ((axes[0], "width"), (axes[1], "MMACs per image (32x32)")):
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 (%)")
+        ax.set_ylabel(f"top-1 (%), {intervals['statistic']} over seeds (95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"US-MobileNet v2 vs individually trained, {task} ({len(seeds)} seeds)")
