@@ -204,7 +204,7 @@ def run_cells(cells: list[CellArgs], jobs: int, time_limit_s: float | None = Non
 
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     failed = 0
-    pool = multiprocessing.get_context("fork").Pool(max(1, jobs), initializer=_one_thread, maxtasksperchild=1)
+    pool = multiprocessing.get_context().Pool(max(1, jobs), initializer=_one_thread, maxtasksperchild=1)
     try:
         pending = [(cell, pool.apply_async(run_cell, cell)) for cell in cells]
         for cell, result in pending:
