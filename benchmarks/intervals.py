@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+TOLERANCE = 0.05  # the target: US at most 5% of |the individual net's value| below it
 Cell = dict[str, Any]
 Estimate = tuple[float, float, tuple[float, float]]  # width, statistic, 95% interval
 
@@ -32,18 +33,19 @@ def interval_estimates(
     compare_widths: Sequence[float],
     area: Callable[[Cell], float],
     sandwich: Sequence[str],
-    tolerance: float,
+    tolerance: float = TOLERANCE,
 ) -> dict[str, Any]:
     """Estimates from cells grouped by method: ``value(cell, w)`` is a cell's metric at width w,
     ``widths_of`` the widths a sandwich-method cell was evaluated at, ``area`` its metric over
     the range; ``individual_<w>`` cells are the individual nets for ``w`` in ``compare_widths``;
     ``sandwich[0]`` is the US method and the others its ablations. Returns the curves
-    (per method: width, statistic, interval), the comparisons and the statistic's name."""
+    (per method: width, statistic, interval), the comparisons, the statistic's name and the
+    tolerance."""
     from usrl.stats import (
+        IQM_MIN_RUNS,
         aggregate,
         independent_bootstrap_ci,
         paired_bootstrap_ci,
-        point_estimate,
         probability_of_improvement,
         relative_difference,
         stratified_bootstrap_ci,
@@ -89,13 +91,38 @@ def interval_estimates(
     us_area = _by_seed(us_cells, area)
     for ablation in sandwich[1:]:
         compare(f"area vs {ablation}", us_area, _by_seed(by_method.get(ablation, []), area), 0.0)
-    n_max = max((len(c) for c in by_method.values()), default=1)
-    return {"statistic": point_estimate(np.zeros(max(1, n_max)))[1], "curves": curves, "comparisons": comparisons}
+    n_max = max((len(c) for c in by_method.values()), default=0)
+    return {
+        "statistic": "IQM" if n_max >= IQM_MIN_RUNS else "mean",
+        "curves": curves,
+        "comparisons": comparisons,
+        "tolerance": tolerance,
+    }
 
 
-def interval_lines(intervals: dict[str, Any], widths: Sequence[float], metric: str, tolerance: float) -> list[str]:
+def spectrum_intervals(
+    by_method: dict[str, list[Cell]],
+    value: Callable[[Cell, float], float | None],
+    grid: Sequence[float],
+    widths: Sequence[float],
+) -> dict[str, Any]:
+    """:func:`interval_estimates` for the vision and SR benchmarks: ``us`` and its
+    ``us_no_distill`` ablation evaluated on ``grid``, compared with the individual nets at
+    ``widths``; a cell's area is its mean over ``widths``."""
+    return interval_estimates(
+        by_method,
+        value=value,
+        widths_of=lambda c: [w for w in grid if value(c, w) is not None],
+        compare_widths=widths,
+        area=lambda c: float(np.mean([value(c, w) for w in widths])),
+        sandwich=["us", "us_no_distill"],
+    )
+
+
+def interval_lines(intervals: dict[str, Any], widths: Sequence[float], metric: str) -> list[str]:
     """The report section of :func:`interval_estimates`: a table of statistics with intervals per
     method and width, and one of comparisons with verdicts (markdown lines)."""
+    tolerance = intervals["tolerance"]
     lines = [
         "## Interval estimates",
         "",

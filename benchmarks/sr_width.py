@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from intervals import curve_band, individual_points, interval_estimates, interval_lines, keep_notes  # noqa: E402
+from intervals import curve_band, individual_points, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = [0.25, 0.5, 0.75, 1.0]
@@ -43,7 +43,6 @@ TASKS: dict[str, dict[str, Any]] = {
                                                 "--batch-size", "4", "--lr", "1e-3"]},
 }  # fmt: skip
 METHODS = ["us", "us_no_distill", *(f"individual_{w}" for w in WIDTHS)]
-TOLERANCE = 0.05  # the verdicts' target: US at most 5% of the individual net's value below it
 
 
 def method_args(method: str) -> tuple[list[str], list[float]]:
@@ -172,16 +171,8 @@ def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int
         u = [v for c in by.get("us", []) if (v := at(c["rows"], w)) is not None]
         if u and ind[w]:
             lines.append(f"- w={w}: {np.mean(u) - np.mean(ind[w]):+.2f}")
-    intervals = interval_estimates(
-        by,
-        value=lambda c, w: at(c["rows"], w),
-        widths_of=lambda c: [w for w in GRID if at(c["rows"], w) is not None],
-        compare_widths=WIDTHS,
-        area=lambda c: float(np.mean([at(c["rows"], w) for w in WIDTHS])),
-        sandwich=["us", "us_no_distill"],
-        tolerance=TOLERANCE,
-    )
-    lines += ["", *interval_lines(intervals, WIDTHS, "PSNR (dB, RGB)", TOLERANCE)]
+    intervals = spectrum_intervals(by, lambda c, w: at(c["rows"], w), GRID, WIDTHS)
+    lines += ["", *interval_lines(intervals, WIDTHS, "PSNR (dB, RGB)")]
     text = "\n".join(lines) + "\n"
 
     fig, ax = plt.subplots(figsize=(7, 4.5))

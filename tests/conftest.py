@@ -1,7 +1,14 @@
+import importlib.util
 import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one thread per test process (and per CLI subprocess it starts): two workers share two cores
@@ -17,3 +24,19 @@ def _seed() -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # the two CartPole learning files (minutes each) first, so the two test processes start them at once
     items.sort(key=lambda item: not item.path.name.startswith("test_learning"))
+
+
+@pytest.fixture
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """Import a script of ``benchmarks/`` by its name (they are scripts, not a package), registered
+    in ``sys.modules`` as the scripts import one another (and dataclasses look modules up there)."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load

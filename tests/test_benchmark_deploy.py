@@ -1,9 +1,7 @@
 """benchmarks/latency_budget.py and benchmarks/dqn_teacher.py on small inputs."""
 
-import importlib.util
 import json
 import multiprocessing as mp
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +11,9 @@ from torch import nn
 
 from usrl.nn import USLinear, make_slimmable
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load(name: str):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-def test_summarize_by_hand() -> None:
-    lb = _load("latency_budget")
+def test_summarize_by_hand(load_benchmark) -> None:  # type: ignore[no-untyped-def]
+    lb = load_benchmark("latency_budget")
     trace = [(0.0, 1.0, 5.0, False), (0.1, 1.0, 12.0, True), (0.2, 0.5, 8.0, True), (0.3, 0.5, 4.0, False)]
     s = lb.summarize(trace, budget_ms=10.0, quality={0.5: 80.0, 1.0: 90.0})
     assert s["quiet"]["calls"] == 2 and s["quiet"]["miss_rate"] == 0.0 and s["quiet"]["quality"] == pytest.approx(85.0)
@@ -33,11 +21,11 @@ def test_summarize_by_hand() -> None:
     assert s["all"]["calls"] == 4 and s["all"]["miss_rate"] == 0.25
 
 
-def test_frame_loop_keeps_the_full_width_on_a_free_machine() -> None:
+def test_frame_loop_keeps_the_full_width_on_a_free_machine(load_benchmark) -> None:  # type: ignore[no-untyped-def]
     """No load: one call per budget period; the controller stays at the widest width."""
     from usrl.deploy import measure_latency
 
-    lb = _load("latency_budget")
+    lb = load_benchmark("latency_budget")
     torch.manual_seed(0)
     net = make_slimmable(nn.Sequential(USLinear(16, 256, slim_in=False), nn.ReLU(), USLinear(256, 4, slim_out=False)))
     widths = [0.25, 0.5, 1.0]
@@ -52,15 +40,15 @@ def test_frame_loop_keeps_the_full_width_on_a_free_machine() -> None:
         assert np.mean(np.diff([t[0] for t in trace])) >= budget / 1e3 * 0.9  # paced by the frames
 
 
-def test_latency_budget_rejects_bad_flags(capsys) -> None:  # type: ignore[no-untyped-def]
-    lb = _load("latency_budget")
+def test_latency_budget_rejects_bad_flags(load_benchmark, capsys) -> None:  # type: ignore[no-untyped-def]
+    lb = load_benchmark("latency_budget")
     for bad in (["--budget-factor", "0.9"], ["--duration", "0"], ["--load-threads", "0"]):
         assert lb.main(bad) == 2
         assert "latency_budget: need" in capsys.readouterr().err
 
 
-def test_dqn_teacher_runs_resumes_and_reports(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    dt = _load("dqn_teacher")
+def test_dqn_teacher_runs_resumes_and_reports(load_benchmark, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    dt = load_benchmark("dqn_teacher")
     monkeypatch.setattr(dt, "VARIANTS", {k: dt.VARIANTS[k] for k in ("n_widths=1", "target, averaged")})
     out = tmp_path / "t.md"
     assert dt.main(["--seeds", "0", "--steps", "1500", "--out", str(out)]) == 0

@@ -1,16 +1,11 @@
 """benchmarks/vision_width.py: the tiny task runs end to end and skips finished cells."""
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def test_tiny_task_end_to_end(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("vision_width", ROOT / "benchmarks" / "vision_width.py")
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+def test_tiny_task_end_to_end(load_benchmark, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    mod = load_benchmark("vision_width")
     args = ["--task", "tiny", "--seeds", "0", "--methods", "us", "individual_0.5", "--out", str(tmp_path),
             "--data", str(tmp_path / "data")]  # fmt: skip
     assert mod.main(args) == 0

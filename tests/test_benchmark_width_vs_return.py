@@ -1,23 +1,13 @@
 """benchmarks/width_vs_return.py: the tiny preset runs end to end and skips finished cells."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("width_vs_return", ROOT / "benchmarks" / "width_vs_return.py")
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-def test_tiny_preset_end_to_end_and_resume(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    wvr = _load()
+def test_tiny_preset_end_to_end_and_resume(load_benchmark, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    wvr = load_benchmark("width_vs_return")
     methods = ["us", "us_no_sandwich", "individual_0.25", "individual_1.0"]
     assert wvr.main(["--task", "tiny", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]) == 0
     cells = tmp_path / "cells" / "tiny"
@@ -46,8 +36,8 @@ def test_tiny_preset_end_to_end_and_resume(tmp_path: Path, capsys) -> None:  # t
     assert md.count("## Reading these numbers\n\n- a note") == 1 and md.count("## Interval estimates") == 1
 
 
-def test_tiny_preset_with_ppo(tmp_path: Path) -> None:
-    wvr = _load()
+def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wvr = load_benchmark("width_vs_return")
     methods = ["us", "us_no_distill", "individual_0.5"]
     args = ["--task", "tiny", "--algo", "ppo", "--seeds", "1", "--methods", *methods, "--out", str(tmp_path)]
     assert wvr.main(args) == 0
@@ -62,8 +52,8 @@ def test_tiny_preset_with_ppo(tmp_path: Path) -> None:
     assert (tmp_path / "tiny_ppo.png").is_file()
 
 
-def test_tiny_preset_best_checkpoint_selection(tmp_path: Path) -> None:
-    wvr = _load()
+def test_tiny_preset_best_checkpoint_selection(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wvr = load_benchmark("width_vs_return")
     methods = ["us", "individual_0.5"]
     args = ["--task", "tiny", "--select", "best", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]
     assert wvr.main(args) == 0
@@ -85,8 +75,8 @@ def test_tiny_preset_best_checkpoint_selection(tmp_path: Path) -> None:
     assert not (tmp_path / "tiny.md").exists()
 
 
-def test_params_override_the_preset_into_their_own_cells(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    wvr = _load()
+def test_params_override_the_preset_into_their_own_cells(load_benchmark, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    wvr = load_benchmark("width_vs_return")
     args = ["--task", "tiny", "--seeds", "0", "--methods", "us", "--out", str(tmp_path)]
     assert wvr.main([*args, "-params", "distill_weight:0.5", "gradient_steps:2"]) == 0
     stem = "tiny_distill_weight-0.5_gradient_steps-2"
@@ -104,8 +94,8 @@ def test_params_override_the_preset_into_their_own_cells(tmp_path: Path, capsys)
     assert "n_timesteps is not used here" in err
 
 
-def test_target_is_relative_to_the_magnitude_of_the_individual_return() -> None:
-    wvr = _load()
+def test_target_is_relative_to_the_magnitude_of_the_individual_return(load_benchmark) -> None:  # type: ignore[no-untyped-def]
+    wvr = load_benchmark("width_vs_return")
     assert wvr.meets_target(96.0, 100.0) == (True, -0.04)
     assert not wvr.meets_target(94.0, 100.0)[0]
     # negative returns (Acrobot): -85 is 6.25% worse than -80, -83 is 3.75% worse
@@ -114,8 +104,8 @@ def test_target_is_relative_to_the_magnitude_of_the_individual_return() -> None:
     assert wvr.meets_target(-70.0, -80.0) == (True, 0.125)
 
 
-def test_sandwich_only_overrides_share_the_one_width_cells(tmp_path: Path) -> None:
-    wvr = _load()
+def test_sandwich_only_overrides_share_the_one_width_cells(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wvr = load_benchmark("width_vs_return")
     methods = ["us", "us_no_sandwich", "individual_1.0"]
     args = ["--task", "tiny", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]
     assert wvr.main([*args, "-params", "student_weight:0.5"]) == 0

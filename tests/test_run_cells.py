@@ -1,25 +1,13 @@
 """benchmarks/run_cells.py: a plan of several grids trains in one pool, in order, within a time limit."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("run_cells", ROOT / "benchmarks" / "run_cells.py")
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
-
-
-def test_plan_trains_its_cells_once_where_width_vs_return_finds_them(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    rc = _load()
+def test_plan_trains_its_cells_once_where_width_vs_return_finds_them(load_benchmark, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rc = load_benchmark("run_cells")
     plan = tmp_path / "plan.txt"
     plan.write_text(
         "# two grids sharing the individual net\n"
@@ -36,8 +24,8 @@ def test_plan_trains_its_cells_once_where_width_vs_return_finds_them(tmp_path: P
     assert "0 cells to train" in capsys.readouterr().out
 
 
-def test_time_limit_stops_unfinished_cells_without_writing_them(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    rc = _load()
+def test_time_limit_stops_unfinished_cells_without_writing_them(load_benchmark, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rc = load_benchmark("run_cells")
     plan = tmp_path / "plan.txt"
     plan.write_text("cartpole ppo final 0 us\n")
     assert rc.main([str(plan), "--time-limit", "1", "--out", str(tmp_path)]) == 0
@@ -58,8 +46,10 @@ def test_time_limit_stops_unfinished_cells_without_writing_them(tmp_path: Path, 
         ("tiny ppo final 0 us n_timesteps:10", "n_timesteps is not used"),
     ],
 )
-def test_bad_plan_line_is_one_error_naming_the_line(tmp_path: Path, capsys, line: str, message: str) -> None:  # type: ignore[no-untyped-def]
-    rc = _load()
+def test_bad_plan_line_is_one_error_naming_the_line(
+    load_benchmark, tmp_path: Path, capsys, line: str, message: str
+) -> None:  # type: ignore[no-untyped-def]
+    rc = load_benchmark("run_cells")
     plan = tmp_path / "plan.txt"
     plan.write_text(f"# header\n{line}\n")
     with pytest.raises(SystemExit) as exc:
