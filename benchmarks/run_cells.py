@@ -68,7 +68,9 @@ def parse_plan(text: str) -> list[tuple[str, str, str, list[int], list[str], dic
             try:
                 seeds = _seeds(seeds_text)
             except ValueError:
-                raise PlanError(f"bad seeds {seeds_text!r}: expected e.g. 0-2 or 0,3,5") from None
+                seeds = []
+            if not seeds:
+                raise PlanError(f"bad seeds {seeds_text!r}: expected e.g. 0-2 or 0,3,5")
             methods = METHODS if methods_text == "all" else methods_text.split(",")
             unknown = [m for m in methods if m not in METHODS]
             if unknown:
