@@ -24,6 +24,7 @@ from usrl.nn import (
     kl_divergence,
     make_slimmable,
     profile,
+    sandwich_step,
     sandwich_widths,
     width,
 )
@@ -72,18 +73,18 @@ def main() -> None:
         idx = torch.randint(0, len(x_train), (128,), generator=gen)
         x, y = x_train[idx], y_train[idx]
         opt.zero_grad()
-        for i, w in enumerate(sandwich_widths(4, 0.25, 1.0, gen)):
-            with width(net, w):
-                logits = net(x)
-            if i == 0:  # the largest width learns the labels and teaches the others
-                teacher = logits.detach()
-                loss = F.cross_entropy(logits, y)
-            else:
-                loss = kl_divergence(logits, teacher)
-            loss.backward()
+        # the largest width learns the labels and teaches the others (KL to its soft labels)
+        result = sandwich_step(
+            net,
+            sandwich_widths(4, 0.25, 1.0, gen),
+            forward=lambda _learns_own, x=x: net(x),
+            own_loss=lambda logits, _first, y=y: F.cross_entropy(logits, y),
+            distill=kl_divergence,
+            backward=lambda loss: loss.backward(),
+        )
         opt.step()
         if step % 100 == 0 or step == args.steps - 1:
-            print(f"step {step:4d}  full-width loss {F.cross_entropy(teacher, y).item():.3f}", flush=True)
+            print(f"step {step:4d}  full-width loss {result.widths[0].loss:.3f}", flush=True)
 
     print(f"\n{'width':>6} {'accuracy':>9} {'MACs':>9} {'params':>8}")
     batches = list(x_train[:1024].split(256))

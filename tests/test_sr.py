@@ -19,7 +19,7 @@ from torch import nn
 
 from usrl.nn import USWNConv2d, export_fixed_width, make_slimmable, width
 from usrl.sr import WDSR, psnr, ssim, wdsr_a, wdsr_b
-from usrl.sr.train import sandwich_step
+from usrl.sr.train import train_step
 
 SMALL = dict(n_feats=16, n_resblocks=2)
 
@@ -93,7 +93,7 @@ def test_psnr_and_ssim_conventions() -> None:
 
 
 @pytest.mark.parametrize(("loss", "weight"), [("mse", 1.0), ("l1", 0.7)])
-def test_sandwich_step_gradients_equal_the_hand_built_losses(loss: str, weight: float) -> None:
+def test_train_step_gradients_equal_the_hand_built_losses(loss: str, weight: float) -> None:
     torch.manual_seed(0)
     model = wdsr_a(2, **SMALL)
     with torch.no_grad():
@@ -101,8 +101,8 @@ def test_sandwich_step_gradients_equal_the_hand_built_losses(loss: str, weight: 
     lr, hr = torch.rand(2, 3, 12, 12), torch.rand(2, 3, 24, 24)
     widths = [1.0, 0.25, 0.6]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    losses = sandwich_step(model, lr, hr, widths, distill=True, distill_weight=weight, distill_loss=loss)
-    assert list(losses) == ["1.000", "0.250", "0.600"]
+    step = train_step(model, lr, hr, widths, distill=True, distill_weight=weight, distill_loss=loss)
+    assert [r.width for r in step.widths] == widths
     got = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     ref = wdsr_a(2, **SMALL)
@@ -127,7 +127,7 @@ def test_sandwich_step_gradients_equal_the_hand_built_losses(loss: str, weight: 
     wide = got["body.0.body.0.weight"]  # 64 wide channels: 16 used at w=0.25, 38 at w=0.6
     assert wide[48:].abs().sum() > 0 and wide[:16].abs().sum() > 0
     model.zero_grad()
-    sandwich_step(model, lr, hr, [1.0], distill=True, distill_weight=weight, distill_loss=loss)
+    train_step(model, lr, hr, [1.0], distill=True, distill_weight=weight, distill_loss=loss)
     assert not torch.equal(model.body[0].body[0].weight.grad[:16], wide[:16])  # the students added gradient
 
 

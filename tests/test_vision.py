@@ -17,7 +17,7 @@ from PIL import Image
 from usrl.nn import USConv2d, calibrate_bn, export_fixed_width, profile, width
 from usrl.vision import build_model, us_mobilenet_v1, us_mobilenet_v2
 from usrl.vision.models import InvertedResidual
-from usrl.vision.train import lr_lambda, param_groups, sandwich_step
+from usrl.vision.train import lr_lambda, param_groups, train_step
 
 TINY = ["--resolution", "32", "--batch-size", "4", "--workers", "0", "--calib-batches", "2", "--no-flip"]
 
@@ -83,11 +83,11 @@ def test_shapes_per_width_and_the_exact_expansion_ratio() -> None:
     assert v1.classifier[1].shape_at(0.25) == (256, 5)  # classifier input slims, outputs do not
 
 
-def test_sandwich_step_gradients_equal_the_hand_built_losses() -> None:
+def test_train_step_gradients_equal_the_hand_built_losses() -> None:
     torch.manual_seed(0)
     model = us_mobilenet_v2(num_classes=5, resolution=32, dropout=0.0)
     x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 5, (6,))
-    sandwich_step(model, x, y, [1.0, 0.35, 0.6], label_smoothing=0.1)
+    train_step(model, x, y, [1.0, 0.35, 0.6], label_smoothing=0.1)
     got = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     model.zero_grad()
@@ -103,7 +103,7 @@ def test_sandwich_step_gradients_equal_the_hand_built_losses() -> None:
 
     # the students' losses reach only their own slices: channels beyond width 0.6 see no gradient
     model.zero_grad()
-    sandwich_step(model, x, y, [1.0, 0.35, 0.6])
+    train_step(model, x, y, [1.0, 0.35, 0.6])
     student_only = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     F.cross_entropy(model(x), y).backward()
@@ -119,7 +119,7 @@ def test_one_step_changes_weights_at_every_sandwich_width() -> None:
     model = us_mobilenet_v1(num_classes=4, resolution=32)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD(param_groups(model, 0.0), lr=0.1, momentum=0.9, nesterov=True)
-    sandwich_step(model, torch.randn(8, 3, 32, 32), torch.randint(0, 4, (8,)), [1.0, 0.25, 0.5])
+    train_step(model, torch.randn(8, 3, 32, 32), torch.randint(0, 4, (8,)), [1.0, 0.25, 0.5])
     opt.step()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == set(before)  # every parameter tensor moved, the widest channels included

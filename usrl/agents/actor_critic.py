@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, RolloutBufferSamples, Schedule
 from stable_baselines3.common.utils import explained_variance
@@ -26,12 +27,15 @@ from usrl.agents.ac_policies import (
     distill_loss,
 )
 from usrl.agents.common import SlimmableAlgorithmMixin
-from usrl.nn import share_stem, width_control
+from usrl.nn import SandwichLog, sandwich_step, width_control
+from usrl.nn.sandwich import DistillResult
 
 DISTILL_MODES = ("kl", None)
 
 # (values, log_prob, entropy) of one width -> (the algorithm's loss, its named parts)
 OwnLoss = Callable[[th.Tensor, th.Tensor, th.Tensor | None], tuple[th.Tensor, dict[str, th.Tensor]]]
+# the full width's detached action distribution (one per action part) and values
+Teacher = tuple[list[th.distributions.Distribution], th.Tensor]
 
 
 class USActorCriticMixin(SlimmableAlgorithmMixin):
@@ -75,49 +79,50 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         return data.actions
 
     def _sandwich_loss(
-        self, observations: th.Tensor, actions: th.Tensor, own_loss: OwnLoss, logs: dict[str, list[float]]
+        self, observations: th.Tensor, actions: th.Tensor, own_loss: OwnLoss, log: SandwichLog
     ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
-        """Summed loss of one minibatch over the step's widths, and the first width's loss parts."""
-        control = width_control(self.policy)
-        distilling = self.width_sampling == "sandwich" and self.distill is not None
-        total: th.Tensor | None = None
+        """Summed loss of one minibatch over the step's widths (:func:`usrl.nn.sandwich_step`),
+        and the named parts of the first width's own loss."""
         first: dict[str, th.Tensor] = {}
-        teacher: tuple[list[th.distributions.Distribution], th.Tensor] | None = None
-        if distilling and self.distill_teacher == "rollout" and self.n_widths > 1:
+
+        def forward(_learns_own: bool) -> tuple[Distribution, th.Tensor, th.Tensor]:
+            dist, values = self.policy.distribution_and_values(observations)
+            return dist, values, dist.log_prob(actions)
+
+        def width_own_loss(out: tuple[Distribution, th.Tensor, th.Tensor], is_first: bool) -> th.Tensor:
+            dist, values, log_prob = out
+            loss, parts = own_loss(values, log_prob, dist.entropy())
+            if is_first:
+                first.update(parts)
+            return loss
+
+        def distill(out: tuple[Distribution, th.Tensor, th.Tensor], teacher: Teacher) -> DistillResult:
+            kl = distill_loss(teacher[0], out[0]).mean()
+            value_mse = F.mse_loss(out[1], teacher[1])
+            return kl + self.vf_coef * value_mse, {"kl": kl, "value": value_mse}
+
+        control = width_control(self.policy)
+        sandwich = self.width_sampling == "sandwich"
+        fixed_teacher: Teacher | None = None
+        if sandwich and self.distill is not None and self.distill_teacher == "rollout" and self.n_widths > 1:
             with th.no_grad():
                 dist, values = self._rollout_teacher.distribution_and_values(observations)
-            teacher = (detach_distribution(dist), values)
-        with share_stem(self.policy):
-            for i, w in enumerate(self._step_widths(control.low, control.high)):
-                control.width = w
-                dist, values = self.policy.distribution_and_values(observations)
-                log_prob = dist.log_prob(actions)
-                own: th.Tensor | None = None
-                if i == 0 or not distilling or self.distill_weight < 1.0:
-                    own, parts = own_loss(values, log_prob, dist.entropy())
-                    if i == 0:
-                        first = parts
-                if distilling and i == 0 and teacher is None:
-                    teacher = (detach_distribution(dist), values.detach())
-                if distilling and i > 0:
-                    assert teacher is not None
-                    kl = distill_loss(teacher[0], dist).mean()
-                    value_mse = F.mse_loss(values, teacher[1])
-                    loss = kl + self.vf_coef * value_mse
-                    if own is not None:
-                        loss = self.distill_weight * loss + (1.0 - self.distill_weight) * own
-                    logs["distill_kl"].append(kl.item())
-                    logs["distill_value"].append(value_mse.item())
-                else:
-                    assert own is not None
-                    loss = own
-                sandwich = self.width_sampling == "sandwich"
-                logs["full" if sandwich and i == 0 else "low" if sandwich and i == 1 else "random"].append(loss.item())
-                if sandwich and i > 0 and self.student_weight != 1.0:
-                    loss = self.student_weight * loss
-                total = loss if total is None else total + loss
-        assert total is not None
-        return total, first
+            fixed_teacher = (detach_distribution(dist), values)
+        step = sandwich_step(
+            self.policy,
+            self._step_widths(control.low, control.high),
+            forward,
+            width_own_loss,
+            None if self.distill is None else distill,
+            teacher=lambda out: (detach_distribution(out[0]), out[1].detach()),
+            fixed_teacher=fixed_teacher,
+            distill_weight=self.distill_weight,
+            student_weight=self.student_weight,
+            sandwich=sandwich,
+        )
+        log.add(step)
+        assert step.total is not None
+        return step.total, first
 
     def _refresh_rollout_teacher(self) -> None:
         """With ``distill_teacher="rollout"``: a frozen full-width copy of the policy as it
@@ -143,13 +148,9 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_rollout_teacher"]  # type: ignore[misc]
 
-    def _record_width_logs(self, logs: dict[str, list[float]]) -> None:
-        low = width_control(self.policy).low
-        names = {"full": "train/loss_full_width", "low": f"train/loss_w{low:.2f}", "random": "train/loss_random_widths",
-                 "distill_kl": "train/distill_kl", "distill_value": "train/distill_value"}  # fmt: skip
-        for key, name in names.items():
-            if logs.get(key):
-                self.logger.record(name, float(np.mean(logs[key])))
+    def _record_width_logs(self, log: SandwichLog) -> None:
+        for key, value in log.means().items():
+            self.logger.record(key, value)
 
     def _record_common(self) -> None:
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
@@ -182,9 +183,10 @@ _US_DOC = """
     The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``).
     gSDE (``use_sde=True``) works at every width: one exploration matrix, whose leading rows a
     narrower latent uses.
-    Logs ``train/loss_full_width``, ``train/loss_w<low>``, ``train/loss_random_widths``,
-    ``train/distill_kl`` and ``train/distill_value`` besides SB3's own entries (computed at
-    the first width of each step: the full width under the sandwich rule).
+    Logs usrl's per-width keys (``train/loss_full_width``, ``train/loss_w<low>``,
+    ``train/loss_random_widths``, ``train/distill_loss`` with its parts ``train/distill_kl``
+    and ``train/distill_value``; see the README) besides SB3's own entries (computed at the
+    first width of each step: the full width under the sandwich rule).
 """
 
 
@@ -258,7 +260,7 @@ class USPPO(USActorCriticMixin, PPO):
         if self.clip_range_vf is not None:
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
         stats: dict[str, list[float]] = defaultdict(list)
-        logs: dict[str, list[float]] = defaultdict(list)
+        log = SandwichLog()
         approx_kl_divs: list[float] = []
         self._refresh_rollout_teacher()
         loss = th.zeros(())
@@ -284,7 +286,7 @@ class USPPO(USActorCriticMixin, PPO):
                         return total, {"loss": total, "policy_loss": policy_loss, "value_loss": value_loss,
                                        "entropy_loss": entropy_loss, "ratio": ratio, "log_prob": log_prob}  # fmt: skip
 
-                    total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, logs)
+                    total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
                     loss = first["loss"]
                     stats["pg"].append(first["policy_loss"].item())
                     stats["value"].append(first["value_loss"].item())
@@ -316,7 +318,7 @@ class USPPO(USActorCriticMixin, PPO):
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
         self._record_common()
-        self._record_width_logs(logs)
+        self._record_width_logs(log)
 
 
 class USA2C(USActorCriticMixin, A2C):
@@ -382,7 +384,7 @@ class USA2C(USActorCriticMixin, A2C):
             return super().train()
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        logs: dict[str, list[float]] = defaultdict(list)
+        log = SandwichLog()
         first: dict[str, th.Tensor] = {}
         try:
             for data in self.rollout_buffer.get(batch_size=None):
@@ -399,7 +401,7 @@ class USA2C(USActorCriticMixin, A2C):
                     total = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
                     return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy_loss": entropy_loss}
 
-                total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, logs)
+                total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
                 self._apply_gradients(total, self.max_grad_norm)
         finally:
             width_control(self.policy).width = self.rollout_width
@@ -409,4 +411,4 @@ class USA2C(USActorCriticMixin, A2C):
         self.logger.record("train/policy_loss", first["policy_loss"].item())
         self.logger.record("train/value_loss", first["value_loss"].item())
         self._record_common()
-        self._record_width_logs(logs)
+        self._record_width_logs(log)

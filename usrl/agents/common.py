@@ -11,7 +11,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-from usrl.nn import get_width, sandwich_widths, set_width, width_control
+from usrl.nn import get_width, random_widths, sandwich_widths, set_width, width_control
 
 WIDTH_SAMPLINGS = ("sandwich", "random")
 
@@ -141,10 +141,8 @@ class SlimmableAlgorithmMixin:
 
     def _step_widths(self, low: float, high: float) -> list[float]:
         """The widths of one gradient step: the sandwich (largest first), or uniform random ones."""
-        if self.width_sampling == "sandwich":
-            return sandwich_widths(self.n_widths, low, high, self.width_generator)
-        u = th.rand(self.n_widths, generator=self.width_generator, dtype=th.float64)
-        return [float(x) for x in u * (high - low) + low]
+        draw = sandwich_widths if self.width_sampling == "sandwich" else random_widths
+        return draw(self.n_widths, low, high, self.width_generator)
 
     def _apply_gradients(self, total: th.Tensor, max_grad_norm: float) -> None:
         """One backward of the summed width losses, one gradient clip, one optimizer step.

@@ -9,7 +9,6 @@ import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch as th
 import torch.nn.functional as F
 from stable_baselines3.common.policies import BasePolicy
@@ -21,7 +20,7 @@ from stable_baselines3.dqn import DQN
 from usrl.agents.buffers import FrameStackReplayBuffer
 from usrl.agents.common import SlimmableAlgorithmMixin
 from usrl.agents.dqn_policies import USCnnPolicy, USDQNPolicy, USMlpPolicy, USMultiInputPolicy
-from usrl.nn import get_distill_loss, share_stem, width_control
+from usrl.nn import SandwichLog, SandwichResult, get_distill_loss, kl_divergence, sandwich_step, width_control
 
 DISTILL_MODES = ("mse", "huber", "kl", None)
 TEACHERS = ("online", "target")
@@ -70,9 +69,10 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
     The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``).
     Each step computes the TD targets once with the full-width target network, runs the widths
     on the same batch (the fixed-input stem once for all of them), sums their losses, then one
-    backward, one gradient clip and one optimizer step. Losses per width go to the logger
-    (``train/loss_w1.00`` for the full width, ``train/loss_low``, ``train/loss_random``,
-    ``train/distill_loss``).
+    backward, one gradient clip and one optimizer step (:func:`usrl.nn.sandwich_step`).
+    ``train/loss`` is SB3's key, the full width's TD loss; the per-width keys of every usrl
+    trainer are added (``train/loss_full_width``, ``train/loss_w<low>``,
+    ``train/loss_random_widths``, ``train/distill_loss``; see the README).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -219,17 +219,28 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
             return
         super().set_parameters(params, exact_match=exact_match, device=device)
 
-    def _width_loss(
-        self, q_all: th.Tensor, teacher: th.Tensor, td_loss: th.Tensor | None
-    ) -> tuple[th.Tensor, th.Tensor | None]:
-        """Loss of a non-full width: distillation from the full width's Q-values, mixed with TD."""
+    def _distill(self, q_all: th.Tensor, teacher: th.Tensor) -> th.Tensor:
+        """A non-full width's distillation loss against the full width's Q-values."""
         if self.distill == "kl":
-            d = get_distill_loss("kl")(q_all, teacher, self.distill_temperature)  # type: ignore[call-arg]
-        else:
-            d = get_distill_loss(self.distill)(q_all, teacher)  # type: ignore[arg-type]
-        if self.distill_weight >= 1.0 or td_loss is None:
-            return d, d
-        return self.distill_weight * d + (1.0 - self.distill_weight) * td_loss, d
+            return kl_divergence(q_all, teacher, self.distill_temperature)
+        return get_distill_loss(self.distill)(q_all, teacher)  # type: ignore[arg-type]
+
+    def _sandwich(
+        self, widths: list[float], obs: th.Tensor, actions: th.Tensor, td_targets: th.Tensor, teacher_q: th.Tensor | None
+    ) -> SandwichResult[th.Tensor]:
+        """The TD loss (Huber) of the Q-network at each width, with inplace distillation."""
+        q_net = self.q_net
+        return sandwich_step(
+            q_net,
+            widths,
+            forward=lambda _learns_own: q_net.q_net(q_net.features_extractor(obs)),
+            own_loss=lambda q_all, _first: F.smooth_l1_loss(th.gather(q_all, 1, actions), td_targets),
+            distill=None if self.distill is None else self._distill,
+            fixed_teacher=teacher_q,
+            distill_weight=self.distill_weight,
+            student_weight=self.student_weight,
+            sandwich=self.width_sampling == "sandwich",
+        )
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """DQN's TD update at the sandwich widths (SB3's own update for a non-slimmable policy)."""
@@ -238,24 +249,24 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         control = width_control(self.policy)
-        low, high = control.low, control.high
+        high = control.high
         q_net, q_target = self.q_net, self.q_net_target
-        random_widths = self.width_sampling == "random"
-        needs_td = random_widths or self.distill is None or self.distill_weight < 1.0
-        target_teacher = self.distill_teacher == "target" and not random_widths and self.distill is not None
+        sandwich = self.width_sampling == "sandwich"
+        target_teacher = self.distill_teacher == "target" and sandwich and self.distill is not None
 
-        logs: dict[str, list[float]] = {"full": [], "low": [], "random": [], "distill": []}
+        log = SandwichLog()
         try:
             for _ in range(gradient_steps):
                 replay_data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
                 discounts = replay_data.discounts if replay_data.discounts is not None else self.gamma
-                widths = self._step_widths(low, high)
+                widths = self._step_widths(control.low, high)
 
+                teacher_q = None
                 with th.no_grad():
                     control.width = high
                     if target_teacher:  # one target forward for the TD targets and the teacher
                         both = q_target(_cat_obs(replay_data.next_observations, replay_data.observations))
-                        next_q_all, target_q_teacher = both.split(len(replay_data.actions))
+                        next_q_all, teacher_q = both.split(len(replay_data.actions))
                     else:
                         next_q_all = q_target(replay_data.next_observations)
                     if self.double_q:
@@ -268,39 +279,15 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
                 obs = preprocess_obs(
                     replay_data.observations, self.observation_space, normalize_images=q_net.normalize_images
                 )
-                actions = replay_data.actions.long()
-                total: th.Tensor | None = None
-                teacher: th.Tensor | None = None
-                with share_stem(q_net):
-                    for i, w in enumerate(widths):
-                        control.width = w
-                        q_all = q_net.q_net(q_net.features_extractor(obs))
-                        q = th.gather(q_all, dim=1, index=actions)
-                        td = F.smooth_l1_loss(q, target_q_values) if i == 0 or needs_td else None
-                        if random_widths or self.distill is None:
-                            loss = td
-                        elif i == 0:  # the full width: TD loss, and the teacher of the others
-                            loss = td
-                            teacher = target_q_teacher if target_teacher else q_all.detach()
-                        else:
-                            loss, d = self._width_loss(q_all, teacher, td)  # type: ignore[arg-type]
-                            logs["distill"].append(d.item())  # type: ignore[union-attr]
-                        key = "random" if random_widths or i > 1 else ("full" if i == 0 else "low")
-                        logs[key].append(loss.item())  # type: ignore[union-attr]
-                        if i > 0 and not random_widths and self.student_weight != 1.0:
-                            loss = self.student_weight * loss
-                        total = loss if total is None else total + loss
-
-                self._apply_gradients(total, self.max_grad_norm)  # type: ignore[arg-type]
+                step = self._sandwich(widths, obs, replay_data.actions.long(), target_q_values, teacher_q)
+                log.add(step)
+                self._apply_gradients(step.total, self.max_grad_norm)  # type: ignore[arg-type]
         finally:
             control.width = self.rollout_width
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(np.mean(logs["full"] or logs["random"])))
-        if logs["low"]:
-            self.logger.record(f"train/loss_w{low:.2f}", float(np.mean(logs["low"])))
-        if logs["random"]:
-            self.logger.record("train/loss_random_widths", float(np.mean(logs["random"])))
-        if logs["distill"]:
-            self.logger.record("train/distill_loss", float(np.mean(logs["distill"])))
+        means = log.means()
+        self.logger.record("train/loss", means.get("train/loss_full_width", means.get("train/loss_random_widths")))
+        for key, value in means.items():
+            self.logger.record(key, value)

@@ -13,7 +13,7 @@ from usrl.nn.distill import (
 from usrl.nn.export import export_fixed_width
 from usrl.nn.layers import USBatchNorm2d, USConv2d, USGroupNorm, USLinear, USWNConv2d, share_stem
 from usrl.nn.profiling import profile
-from usrl.nn.sandwich import sandwich_widths
+from usrl.nn.sandwich import SandwichLog, SandwichResult, WidthLoss, random_widths, sandwich_step, sandwich_widths
 from usrl.nn.width import (
     DEFAULT_WIDTH_RANGE,
     SlimmableMixin,
@@ -32,6 +32,8 @@ from usrl.nn.width import (
 
 __all__ = [
     "DEFAULT_WIDTH_RANGE",
+    "SandwichLog",
+    "SandwichResult",
     "SlimmableMixin",
     "USBatchNorm2d",
     "USConv2d",
@@ -39,6 +41,7 @@ __all__ = [
     "USLinear",
     "USWNConv2d",
     "WidthControl",
+    "WidthLoss",
     "bn_layers",
     "calibrate_bn",
     "check_width_range",
@@ -55,6 +58,8 @@ __all__ = [
     "make_slimmable",
     "mse_distill",
     "profile",
+    "random_widths",
+    "sandwich_step",
     "sandwich_widths",
     "set_width",
     "share_stem",

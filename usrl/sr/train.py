@@ -16,7 +16,6 @@ valid split at a few widths every --eval-every steps) and tensorboard events.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -30,7 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usrl.nn import check_width_range, sandwich_widths, width_control
+from usrl.nn import (
+    SandwichLog,
+    SandwichResult,
+    check_width_range,
+    get_distill_loss,
+    sandwich_step,
+    sandwich_widths,
+    width_control,
+)
 from usrl.runtime import (
     Distributed,
     StopRequest,
@@ -116,7 +123,7 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--eval-widths: {w:g} is outside the width range [{low:g}, {high:g}]")
 
 
-def sandwich_step(
+def train_step(
     model: nn.Module,
     lr: torch.Tensor,
     hr: torch.Tensor,
@@ -125,40 +132,30 @@ def sandwich_step(
     distill_weight: float,
     sync_last_only: Any = None,
     distill_loss: str = "mse",
-) -> dict[str, float]:
-    """Forward and backward of one batch at every width (gradients accumulate; no optimizer step).
+) -> SandwichResult[torch.Tensor]:
+    """Forward and backward of one batch at every width (:func:`usrl.nn.sandwich_step`;
+    gradients accumulate, no optimizer step).
 
-    The first width is the teacher: it learns L1 to ``hr``; the others learn L1 to its detached
-    output (``distill``), mixed with L1 to ``hr`` by ``1 - distill_weight``. Purely distilled
-    widths do not train the width-independent skip branch (see ``WDSR.forward``): with an L1
-    loss its gradient does not shrink as a student nears the teacher, and three students'
-    worth of it swamped the full width's HR signal in our runs (PSNR fell below bicubic). Each width does its
-    own backward; under DDP ``sync_last_only`` (the DDP module's ``no_sync``) defers the
-    gradient all-reduce to the last width. Returns the loss of each width.
+    The first width is the teacher: it learns L1 to ``hr``; the others learn ``distill_loss``
+    (``"mse"`` or ``"l1"``) to its detached output (``distill``), mixed with L1 to ``hr`` by
+    ``1 - distill_weight``. Purely distilled widths do not train the width-independent skip
+    branch (see ``WDSR.forward``): with an L1 loss its gradient does not shrink as a student
+    nears the teacher, and three students' worth of it swamped the full width's HR signal in
+    our runs (PSNR fell below bicubic). Each width does its own backward; under DDP
+    ``sync_last_only`` (the DDP module's ``no_sync``) defers the gradient all-reduce to the
+    last width.
     """
-    control = width_control(model.module if hasattr(model, "module") else model)
-    distill_fn = F.l1_loss if distill_loss == "l1" else F.mse_loss
-    losses: dict[str, float] = {}
-    teacher: torch.Tensor | None = None
-    for i, w in enumerate(widths):
-        control.width = w
-        ctx = sync_last_only() if sync_last_only is not None and i < len(widths) - 1 else contextlib.nullcontext()
-        with ctx:
-            sr = model(lr, skip_grad=i == 0 or not distill or distill_weight < 1.0)
-            if i == 0 or not distill:
-                loss = F.l1_loss(sr, hr)
-                if i == 0:
-                    teacher = sr.detach()
-            else:
-                loss = distill_fn(sr, teacher)
-                if distill_weight < 1.0:
-                    loss = distill_weight * loss + (1.0 - distill_weight) * F.l1_loss(sr, hr)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at width {w:.3f}")
-            loss.backward()
-        losses[f"{w:.3f}"] = loss.item()
-    control.width = control.high
-    return losses
+    return sandwich_step(
+        model.module if hasattr(model, "module") else model,
+        widths,
+        forward=lambda learns_own: model(lr, skip_grad=learns_own),
+        own_loss=lambda sr, _first: F.l1_loss(sr, hr),
+        distill=get_distill_loss(distill_loss) if distill else None,
+        distill_weight=distill_weight,
+        backward=lambda loss: loss.backward(),
+        sync_context=sync_last_only,
+        check_finite=True,
+    )
 
 
 @torch.no_grad()
@@ -289,7 +286,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
                         break
                     widths = sandwich_widths(args.n_widths, low, high, generator)
                     optimizer.zero_grad(set_to_none=True)
-                    losses = sandwich_step(
+                    train = train_step(
                         net, lr_img.to(device, non_blocking=True), hr_img.to(device, non_blocking=True), widths,
                         not args.no_distill, args.distill_weight, getattr(net, "no_sync", None), args.distill_loss,
                     )  # fmt: skip
@@ -298,12 +295,10 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
                     step += 1
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{next(iter(losses.values())):.4f}")
+                        bar.set_postfix(loss=f"{train.widths[0].loss:.4f}")
                     if writer is not None and step % 50 == 0:
-                        first, *rest = losses.values()
-                        writer.add_scalar("train/loss_full_width", first, step)
-                        if rest:
-                            writer.add_scalar(f"train/loss_w{low:.2f}", rest[0], step)
+                        for key, value in SandwichLog.of(train).means().items():
+                            writer.add_scalar(key, value, step)
                         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                     if dist.main and args.eval_every > 0 and (step % args.eval_every == 0 or step == args.steps):
                         result = evaluate_psnr(model, valid_set, eval_widths, device)

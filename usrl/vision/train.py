@@ -23,7 +23,6 @@ statistics of the final widths), history.csv and tensorboard events.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import math
@@ -37,7 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from usrl.nn import check_width_range, sandwich_widths, soft_cross_entropy, width_control
+from usrl.nn import (
+    SandwichLog,
+    SandwichResult,
+    check_width_range,
+    sandwich_step,
+    sandwich_widths,
+    soft_cross_entropy,
+)
 from usrl.runtime import (
     CHECKPOINT_FILE,
     MODEL_FILE,
@@ -188,7 +194,7 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str) -> Callable[[i
     return factor
 
 
-def sandwich_step(
+def train_step(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -198,40 +204,31 @@ def sandwich_step(
     sync_last_only: Callable[[], Any] | None = None,
     scaler: torch.amp.GradScaler | None = None,
     amp: bool = False,
-) -> dict[str, float]:
-    """Forward and backward of one batch at every width (gradients accumulate; no optimizer step).
+) -> SandwichResult[torch.Tensor]:
+    """Forward and backward of one batch at every width (:func:`usrl.nn.sandwich_step`;
+    gradients accumulate, no optimizer step).
 
     The first width is the teacher: cross-entropy to ``labels`` (with ``label_smoothing``); the
     others learn the cross-entropy to its detached softmax (``distill``) or to the labels. Each
     width does its own backward (one graph in memory at a time); under DDP ``sync_last_only``
-    (the DDP module's ``no_sync``) defers the gradient all-reduce to the last width. Returns the
-    loss of each width, keyed ``f"{w:.3f}"``.
+    (the DDP module's ``no_sync``) defers the gradient all-reduce to the last width.
     """
-    control = width_control(model.module if hasattr(model, "module") else model)
-    losses: dict[str, float] = {}
-    teacher: torch.Tensor | None = None
-    try:
-        for i, w in enumerate(widths):
-            control.width = w
-            last = i == len(widths) - 1
-            ctx = sync_last_only() if sync_last_only is not None and not last else contextlib.nullcontext()
-            with ctx:
-                with torch.autocast(images.device.type, dtype=torch.float16, enabled=amp):
-                    logits = model(images)
-                logits = logits.float()
-                if i == 0 or not distill:
-                    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing if i == 0 else 0.0)
-                    if i == 0:
-                        teacher = logits.detach()
-                else:
-                    loss = soft_cross_entropy(logits, teacher)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss at width {w:.3f}")
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            losses[f"{w:.3f}"] = loss.item()
-    finally:
-        control.width = control.high
-    return losses
+
+    def forward(_learns_own: bool) -> torch.Tensor:
+        with torch.autocast(images.device.type, dtype=torch.float16, enabled=amp):
+            logits = model(images)
+        return logits.float()
+
+    def own_loss(logits: torch.Tensor, first: bool) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing if first else 0.0)
+
+    def backward(loss: torch.Tensor) -> None:
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    return sandwich_step(
+        model.module if hasattr(model, "module") else model, widths, forward, own_loss,
+        soft_cross_entropy if distill else None, backward=backward, sync_context=sync_last_only, check_finite=True,
+    )  # fmt: skip
 
 
 def prepare(args: argparse.Namespace) -> tuple[argparse.Namespace, Path, dict[str, Any] | None, dict[str, Any]]:
@@ -374,7 +371,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
                 for images, labels in itertools.islice(loaders["train"], steps_per_epoch - step_in_epoch):
                     widths = sandwich_widths(args.n_widths, low, high, generator)
                     optimizer.zero_grad(set_to_none=True)
-                    losses = sandwich_step(
+                    step = train_step(
                         net, images.to(device, non_blocking=True), labels.to(device, non_blocking=True), widths,
                         not args.no_distill, args.label_smoothing, getattr(net, "no_sync", None), scaler, amp,
                     )  # fmt: skip
@@ -384,15 +381,14 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
                     global_step += 1
                     step_in_epoch += 1
                     n_batches += 1
-                    first, *rest = losses.values()
+                    first = step.widths[0].loss
                     loss_sum += first
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{first:.3f}")
                     if writer is not None and global_step % 20 == 0:
-                        writer.add_scalar("train/loss_full_width", first, global_step)
-                        if rest:
-                            writer.add_scalar(f"train/loss_w{low:.2f}", rest[0], global_step)
+                        for key, value in SandwichLog.of(step).means().items():
+                            writer.add_scalar(key, value, global_step)
                         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], global_step)
                     if step_in_epoch < steps_per_epoch and stop.requested(dist):
                         stopped = True
