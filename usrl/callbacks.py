@@ -174,15 +174,16 @@ class ResumableCheckpoint(PeriodicCallback):
         entry: dict[str, Any] = {"timesteps": t, "model": model_name, "rng": rng_name}
         previous = latest_checkpoint(self.dir.parent)
         skipped = ""
-        buffer = self.model.replay_buffer if isinstance(self.model, OffPolicyAlgorithm) else None
-        if buffer is not None:
+        off_policy = self.model if isinstance(self.model, OffPolicyAlgorithm) else None
+        buffer = off_policy.replay_buffer if off_policy is not None else None
+        if off_policy is not None and buffer is not None:
             size = _nbytes(buffer)
             rate = self.buffer_bytes_per_s or ASSUMED_WRITE_BYTES_PER_S
             if deadline is not None and time.monotonic() + size / rate > deadline:
                 kept = previous.get("replay_buffer") if previous else None
-                if kept:
+                if kept and previous is not None:
                     entry["replay_buffer"] = kept
-                    entry["replay_buffer_timesteps"] = previous.get("replay_buffer_timesteps", previous["timesteps"])  # type: ignore[union-attr]
+                    entry["replay_buffer_timesteps"] = previous.get("replay_buffer_timesteps", previous["timesteps"])
                 skipped = (
                     f"the replay buffer ({size / 1e9:.1f} GB, ~{size / rate:.0f} s to write) did not fit the grace "
                     f"period; --resume continues with "
@@ -191,7 +192,7 @@ class ResumableCheckpoint(PeriodicCallback):
             else:
                 buffer_name = f"replay_buffer_{t}.pkl"
                 t0 = time.monotonic()
-                atomic_write(self.dir / buffer_name, self.model.save_replay_buffer, suffix=".pkl")
+                atomic_write(self.dir / buffer_name, off_policy.save_replay_buffer, suffix=".pkl")
                 self.buffer_bytes_per_s = size / max(time.monotonic() - t0, 1e-3)
                 entry["replay_buffer"] = buffer_name
         atomic_write(self.dir / rng_name, lambda tmp: torch.save(rng_state(), tmp))

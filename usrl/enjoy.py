@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from usrl.utils import UsageError, UsageParser, atomic_write, cli_main, resolve_device
 
@@ -66,11 +67,13 @@ def _check(args: argparse.Namespace) -> None:
 def _write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
     import imageio.v2 as imageio
 
+    images: list[npt.ArrayLike] = list(frames)
+
     def write(tmp: Path) -> None:
         if path.suffix == ".gif":
-            imageio.mimsave(tmp, frames, format="GIF", duration=1000 / fps, loop=0)
+            imageio.mimsave(tmp, images, format="GIF", duration=1000 / fps, loop=0)
         else:
-            imageio.mimsave(tmp, frames, format="FFMPEG", fps=fps, macro_block_size=1)
+            imageio.mimsave(tmp, images, format="FFMPEG", fps=fps, macro_block_size=1)
 
     atomic_write(path, write, suffix=path.suffix)
 

@@ -37,6 +37,8 @@ def policy_cost(model: BaseAlgorithm, w: float) -> dict[str, int]:
     acting = getattr(model.policy, "acting_network", None)
     net = acting() if acting is not None else model.policy
     obs_shape = model.observation_space.shape
+    if obs_shape is None:
+        raise ValueError(f"cannot profile a policy over {type(model.observation_space).__name__} observations")
     return profile(net, tuple(obs_shape), w)
 
 

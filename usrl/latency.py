@@ -85,16 +85,16 @@ def load_target(args: argparse.Namespace, device: str) -> tuple[nn.Module, torch
         control = width_control(model)
         widths = _widths(args, control.low, control.high)
         calib = [torch.randn(max(2, args.batch), 3, res, res, device=device)]
-        for w in widths:
-            calibrate_bn(model, calib, w)
+        for calib_width in widths:
+            calibrate_bn(model, calib, calib_width)
         return model, x, f"{data['config']['arch']} ({ckpt_path})", out / "latency"
     if kind == "usrl.sr":
         from usrl.sr.checkpoint import load_model_for_cli as load_sr
 
-        model, data = load_sr(path, device, [])
+        sr_model, data = load_sr(path, device, [])
         h, w = _size(args.input_size or "180x320")
         x = torch.rand(args.batch, 3, h, w, device=device)
-        return model, x, f"{data['config']['arch']} x{data['config']['scale']} ({ckpt_path})", out / "latency"
+        return sr_model, x, f"{data['config']['arch']} x{data['config']['scale']} ({ckpt_path})", out / "latency"
     raise UsageError(f"{ckpt_path} is not a usrl vision or SR checkpoint")
 
 

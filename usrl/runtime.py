@@ -58,6 +58,13 @@ class Distributed:
             torch.distributed.destroy_process_group()
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` wrapper (``model`` itself when not wrapped)."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    assert isinstance(inner, nn.Module)
+    return inner
+
+
 class StopRequest:
     """SIGINT (Ctrl-C) or SIGTERM (schedulers' preemption) as a request to stop at the next safe point.
 

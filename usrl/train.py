@@ -22,7 +22,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -39,6 +39,9 @@ from usrl.hyperparams import (
 )
 from usrl.utils import UsageError, UsageParser, cli_main
 
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
 DEFAULT_EVAL_WIDTHS = [0.25, 0.5, 0.75, 1.0]
 MAX_ATARI_EVAL_ENVS = 20
 DEFAULT_RUN_FREQ = 10_000  # env steps between evaluations / checkpoints when neither flag nor preset says
@@ -49,7 +52,7 @@ def final_model_path(run_dir: Path, env_id: str) -> Path:
     return run_dir / f"{env_id.replace('/', '-')}.zip"
 
 
-def algorithms() -> dict[str, type]:
+def algorithms() -> dict[str, type[BaseAlgorithm]]:
     """The algorithms ``--algo`` accepts."""
     from usrl.agents import USA2C, USDQN, USPPO
 
@@ -173,7 +176,7 @@ def _check_width_args(widths: list[float], width_range: tuple[float, float]) -> 
             raise UsageError(f"--eval-widths: {w:g} is outside the width range [{low:g}, {high:g}]")
 
 
-def _resolve_hyperparams(args: argparse.Namespace, algo_class: type, env_id: str, family: str) -> dict[str, Any]:
+def _resolve_hyperparams(args: argparse.Namespace, algo_class: type[BaseAlgorithm], env_id: str, family: str) -> dict[str, Any]:
     if args.conf_file:
         path = Path(args.conf_file)
         if not path.is_file():
@@ -275,7 +278,7 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
     except HyperparamError as exc:
         raise UsageError(str(exc)) from None
     width_range = tuple(hp["policy_kwargs"].get("width_range", (0.25, 1.0)))
-    _check_width_args(args.eval_widths, width_range)  # type: ignore[arg-type]
+    _check_width_args(args.eval_widths, width_range)
     if args.trained_agent:
         _check_trained_agent(algo_class, args.trained_agent)
     from usrl.utils import next_run_dir
@@ -290,7 +293,7 @@ def prepare(args: argparse.Namespace, argv: list[str]) -> Job:
     )  # fmt: skip
 
 
-def _check_trained_agent(algo_class: type, path: str) -> None:
+def _check_trained_agent(algo_class: type[BaseAlgorithm], path: str) -> None:
     if not Path(path).is_file():
         raise UsageError(f"-i: no such file: {path}")
     try:
@@ -381,14 +384,16 @@ def _make_envs(job: Job) -> tuple[Any, Any]:
 
 def _build_model(job: Job, env: Any) -> Any:
     algo_class = algorithms()[job.algo]
-    common = {"device": job.device, "tensorboard_log": job.tensorboard_log or str(job.run_dir), "verbose": job.verbose}
+    common: dict[str, Any] = {
+        "device": job.device, "tensorboard_log": job.tensorboard_log or str(job.run_dir), "verbose": job.verbose
+    }  # fmt: skip
     if job.resume is not None and "model" in job.resume:
         from usrl.callbacks import set_rng_state
 
         ckpt = job.run_dir / "checkpoints"
         model = algo_class.load(ckpt / job.resume["model"], env=env, **common)
-        if "replay_buffer" in job.resume:
-            model.load_replay_buffer(ckpt / job.resume["replay_buffer"])
+        if "replay_buffer" in job.resume:  # saved by off-policy algorithms only
+            model.load_replay_buffer(ckpt / job.resume["replay_buffer"])  # type: ignore[attr-defined]
         import torch
 
         set_rng_state(torch.load(ckpt / job.resume["rng"], weights_only=False))

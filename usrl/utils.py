@@ -49,7 +49,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> None:
+def atomic_write(path: str | Path, write: Callable[[Path], object], suffix: str = "") -> None:
     """Write ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, which then
     replaces ``path`` in one rename. A kill mid-write leaves the old file (or none), never a
     truncated one. ``suffix`` is given to the temporary name for writers that insist on one

@@ -66,7 +66,7 @@ def _slim_head(head: nn.Linear, slim_in: bool, divisor: int) -> USLinear:
     # built on the meta device: no initialisation drawn from the global RNG, so rollouts stay as SB3's
     us = USLinear(head.in_features, head.out_features, bias=head.bias is not None, slim_in=slim_in, slim_out=False,
                   divisor=divisor, device="meta")  # fmt: skip
-    us.weight = head.weight
+    us.weight = head.weight  # type: ignore[assignment]  # torch types it Tensor; it is the Parameter
     if head.bias is not None:
         us.bias = head.bias
     return us
@@ -82,6 +82,7 @@ class _ActorPath(nn.Module):
     def forward(self, obs: th.Tensor) -> th.Tensor:
         p = self.policy
         features = p.extract_features(obs, p.pi_features_extractor)
+        assert isinstance(features, th.Tensor)  # one extractor given: one tensor
         return p.action_net(p.mlp_extractor.forward_actor(features))
 
 
@@ -97,7 +98,7 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
     leading rows (the latent is zero-padded to full width before the noise is drawn).
     """
 
-    mlp_extractor: USMlpExtractor
+    mlp_extractor: USMlpExtractor  # type: ignore[assignment]  # SB3 annotates its own MlpExtractor; ours has its interface
 
     def __init__(
         self,
@@ -159,7 +160,7 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
         # SB3 built plain nn.Linear heads, initialised them and handed their parameters to the
         # optimizer; the slimmable heads take over those very parameters.
         self.action_net = _slim_head(self.action_net, self.mlp_extractor.latent_pi_slims, self.divisor)  # type: ignore[arg-type]
-        self.value_net = _slim_head(self.value_net, self.mlp_extractor.latent_vf_slims, self.divisor)  # type: ignore[arg-type]
+        self.value_net = _slim_head(self.value_net, self.mlp_extractor.latent_vf_slims, self.divisor)  # type: ignore[assignment]
 
     @staticmethod
     def init_weights(module: nn.Module, gain: float = 1) -> None:
@@ -260,7 +261,7 @@ def distill_loss(teacher: list[th.distributions.Distribution], student: Distribu
     """
     total: th.Tensor | None = None
     for t, s in zip(teacher, _parts(student), strict=True):
-        if isinstance(s, Normal):
+        if isinstance(s, Normal) and isinstance(t, Normal):
             loss = 0.5 * (s.loc - t.loc).pow(2)
         else:
             loss = kl_divergence(t, s)

@@ -192,6 +192,7 @@ _US_DOC = """
 
 class USPPO(USActorCriticMixin, PPO):
     __doc__ = "Universally slimmable PPO: one actor-critic trained for every width in its range.\n" + _US_DOC
+    policy: USActorCriticPolicy
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": USActorCriticPolicy,
@@ -306,7 +307,7 @@ class USPPO(USActorCriticMixin, PPO):
                 if not continue_training:
                     break
         finally:
-            width_control(self.policy).width = self.rollout_width
+            self._restore_rollout_width()
 
         self.logger.record("train/entropy_loss", np.mean(stats["entropy"]))
         self.logger.record("train/policy_gradient_loss", np.mean(stats["pg"]))
@@ -323,6 +324,7 @@ class USPPO(USActorCriticMixin, PPO):
 
 class USA2C(USActorCriticMixin, A2C):
     __doc__ = "Universally slimmable A2C: one actor-critic trained for every width in its range.\n" + _US_DOC
+    policy: USActorCriticPolicy
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
         "MlpPolicy": USActorCriticPolicy,
@@ -404,7 +406,7 @@ class USA2C(USActorCriticMixin, A2C):
                 total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
                 self._apply_gradients(total, self.max_grad_norm)
         finally:
-            width_control(self.policy).width = self.rollout_width
+            self._restore_rollout_width()
 
         self._n_updates += 1
         self.logger.record("train/entropy_loss", first["entropy_loss"].item())

@@ -111,8 +111,8 @@ class FrameStackReplayBuffer(ReplayBuffer):
         self.frames[next_slot] = next_obs[:, -c:]
         self.starts[next_slot] = False
         ended = np.asarray(done, dtype=bool).reshape(self.n_envs)
-        for env in np.flatnonzero(ended):
-            self.final_frames[(row, int(env))] = np.array(next_obs[env, -c:])
+        for ended_env in np.flatnonzero(ended):
+            self.final_frames[(row, int(ended_env))] = np.array(next_obs[ended_env, -c:])
         self._starting = ended.copy()
         self.rows[row] = step
         self.actions[row] = np.asarray(action).reshape((self.n_envs, self.action_dim))

@@ -135,6 +135,11 @@ class SlimmableAlgorithmMixin:
             self.width_generator = th.Generator()
             self.width_generator.manual_seed(int(self.seed) if self.seed is not None else int(np.random.randint(2**31)))
 
+    def _restore_rollout_width(self) -> None:
+        """Back to the width that collects experience, after a training step ran others."""
+        assert self.rollout_width is not None  # set by _setup_widths for a slimmable policy
+        width_control(self.policy).width = self.rollout_width
+
     def _check_slimmable(self) -> None:
         if not self.slimmable:
             raise TypeError(f"{type(self.policy).__name__} is not slimmable: its width cannot be set")

@@ -201,10 +201,12 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         self, load_path_or_dict: str | dict[str, Any], exact_match: bool = True, device: th.device | str = "auto"
     ) -> None:
         """SB3's ``set_parameters``; also takes the acting-only weights of :meth:`save_acting`."""
-        params = load_path_or_dict
-        if not isinstance(params, dict):
-            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
-        policy = params.get("policy", {})
+        if isinstance(load_path_or_dict, dict):
+            params = load_path_or_dict
+        else:
+            _, loaded, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
+            params = loaded or {}
+        policy: dict[str, th.Tensor] = params.get("policy", {})
         if policy and not any(k.startswith("q_net_target.") for k in policy):
             warnings.warn(
                 "acting-only model (no target network, no optimizer state): the target network is a copy of "
@@ -214,19 +216,26 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
             dtype = next(iter(self.policy.parameters())).dtype
             full = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in policy.items()}
             full.update({"q_net_target." + k[len("q_net.") :]: v.clone() for k, v in full.items() if k.startswith("q_net.")})
-            super().set_parameters({"policy": full}, exact_match=False, device=device)
+            # SB3 annotates a flat TensorDict but takes {object name: state_dict}, as here
+            super().set_parameters({"policy": full}, exact_match=False, device=device)  # type: ignore[dict-item]
             self.policy.load_state_dict(full, strict=True)  # every weight is there: fail loudly otherwise
             return
         super().set_parameters(params, exact_match=exact_match, device=device)
 
     def _distill(self, q_all: th.Tensor, teacher: th.Tensor) -> th.Tensor:
         """A non-full width's distillation loss against the full width's Q-values."""
+        assert self.distill is not None
         if self.distill == "kl":
             return kl_divergence(q_all, teacher, self.distill_temperature)
-        return get_distill_loss(self.distill)(q_all, teacher)  # type: ignore[arg-type]
+        return get_distill_loss(self.distill)(q_all, teacher)
 
     def _sandwich(
-        self, widths: list[float], obs: th.Tensor, actions: th.Tensor, td_targets: th.Tensor, teacher_q: th.Tensor | None
+        self,
+        widths: list[float],
+        obs: th.Tensor | dict[str, th.Tensor],
+        actions: th.Tensor,
+        td_targets: th.Tensor,
+        teacher_q: th.Tensor | None,
     ) -> SandwichResult[th.Tensor]:
         """The TD loss (Huber) of the Q-network at each width, with inplace distillation."""
         q_net = self.q_net
@@ -283,7 +292,7 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
                 log.add(step)
                 self._apply_gradients(step.total, self.max_grad_norm)  # type: ignore[arg-type]
         finally:
-            control.width = self.rollout_width
+            self._restore_rollout_width()
 
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

@@ -16,6 +16,9 @@ class DeterministicActor(nn.Module):
     deterministic=True)`` takes: the argmax of Q-values or logits for discrete actions, the
     Gaussian mean clipped to the action bounds for continuous ones."""
 
+    low: th.Tensor
+    high: th.Tensor
+
     def __init__(self, net: nn.Module, action_space: spaces.Space) -> None:
         super().__init__()
         self.net = net

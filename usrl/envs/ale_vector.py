@@ -108,7 +108,9 @@ class AtariVecEnv(VecEnv):
             stack_num=1, frameskip=FRAME_SKIP, maxpool=True, noop_max=noop_max,
             episodic_life=False, life_loss_info=False, reward_clipping=False, use_fire_reset=True,
         )  # fmt: skip
-        n_actions = int(self._ale.single_action_space.n)
+        action_space = self._ale.single_action_space
+        assert isinstance(action_space, spaces.Discrete)
+        n_actions = int(action_space.n)
         obs_space = spaces.Box(0, 255, (frame_stack, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
         super().__init__(n_envs, obs_space, spaces.Discrete(n_actions))
         self._stack = np.zeros((n_envs, frame_stack, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)

@@ -107,7 +107,10 @@ class ChannelFirstFloat(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        h, w, c = env.observation_space.shape
+        shape = env.observation_space.shape
+        if shape is None or len(shape) != 3:
+            raise ValueError(f"ChannelFirstFloat needs HWC image observations, got shape {shape}")
+        h, w, c = shape
         self.observation_space = spaces.Box(0.0, 1.0, shape=(c, h, w), dtype=np.float32)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ class HyperparamError(ValueError):
 
 def allowed_keys(algo_class: type) -> set[str]:
     """Keys a preset for ``algo_class`` may hold."""
-    params = set(inspect.signature(algo_class.__init__).parameters) - {"self"} - CLI_OWNED
+    params = set(inspect.signature(algo_class).parameters) - CLI_OWNED
     return params | RUN_KEYS
 
 

@@ -268,6 +268,8 @@ class USConv2d(_SlimmableLayer):
         in_c, out_c, groups = self._shape(self.width_control.width)
         if self._stem_cache is not None:
             return self._from_stem_cache(x, out_c, 1)
+        weight: Tensor
+        bias: Tensor | None
         if out_c == self.out_channels and in_c == self.in_channels:
             weight, bias = self.weight, self.bias
         elif groups == 1:
@@ -287,7 +289,7 @@ class USConv2d(_SlimmableLayer):
         )  # fmt: skip
         with torch.no_grad():
             layer.weight.copy_(self.weight[:out_c, : in_c // groups])
-            if self.bias is not None:
+            if self.bias is not None and layer.bias is not None:
                 layer.bias.copy_(self.bias[:out_c])
         return layer
 
@@ -454,9 +456,10 @@ class USBatchNorm2d(SlimmableMixin, nn.Module):
         acc, self._accumulator = self._accumulator, None
         if acc is None or acc[0] == 0:
             raise RuntimeError("no data reached this USBatchNorm2d during calibration")
-        count = acc[0]
-        mean = acc[1].to(self._stat_dtype())
-        var = (acc[2] / max(count - 1, 1)).to(self._stat_dtype())
+        count, total_mean, m2 = acc
+        assert isinstance(total_mean, Tensor) and isinstance(m2, Tensor)  # data arrived
+        mean = total_mean.to(self._stat_dtype())
+        var = (m2 / max(count - 1, 1)).to(self._stat_dtype())
         self.stats[width_key(w)] = (mean, var)
 
     def abort_calibration(self) -> None:
@@ -492,6 +495,7 @@ class USBatchNorm2d(SlimmableMixin, nn.Module):
             raise RuntimeError(f"USBatchNorm2d has no calibrated statistics for width {w:g}; run calibrate_bn first")
         c = self.channels_at(w)
         layer = nn.BatchNorm2d(c, eps=self.eps, affine=self.affine, device=stats[0].device, dtype=stats[0].dtype)
+        assert layer.running_mean is not None and layer.running_var is not None and layer.num_batches_tracked is not None
         with torch.no_grad():
             layer.running_mean.copy_(stats[0])
             layer.running_var.copy_(stats[1])

@@ -14,13 +14,12 @@ _POOLS = (nn.AvgPool2d, nn.MaxPool2d)
 _ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
-def _conv_counts(module: nn.Module, inp: Tensor, out: Tensor) -> tuple[int, int]:
+def _conv_counts(module: nn.Conv2d | USConv2d, inp: Tensor, out: Tensor) -> tuple[int, int]:
     if isinstance(module, USConv2d):
         in_c, out_c, groups = module.shape_at(module.width_control.width)
-        has_bias = module.bias is not None
     else:
         in_c, out_c, groups = module.in_channels, module.out_channels, module.groups
-        has_bias = module.bias is not None
+    has_bias = module.bias is not None
     kh, kw = module.kernel_size
     per_out = in_c // groups * kh * kw
     macs = out[0].numel() * per_out
@@ -85,7 +84,7 @@ def profile(model: nn.Module, input_shape: tuple[int, ...], width_value: float |
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     bns = [m for m in model.modules() if isinstance(m, USBatchNorm2d)]
     fallbacks = [(bn, bn.uncalibrated) for bn in bns]
-    modes = [(m, m.training) for m in model.modules()]
+    training = [(m, m.training) for m in model.modules()]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     try:
@@ -104,6 +103,6 @@ def profile(model: nn.Module, input_shape: tuple[int, ...], width_value: float |
             h.remove()
         for bn, mode in fallbacks:
             bn.uncalibrated = mode
-        for module, mode in modes:
-            module.training = mode
+        for module, was_training in training:
+            module.training = was_training
     return totals

@@ -102,7 +102,7 @@ class SlimmableMixin:
         raise NotImplementedError
 
 
-def slimmable_modules(model: nn.Module) -> list[nn.Module]:
+def slimmable_modules(model: nn.Module) -> list[SlimmableMixin]:
     """All slimmable layers in ``model`` (including ``model`` itself), in module order."""
     return [m for m in model.modules() if isinstance(m, SlimmableMixin)]
 
@@ -143,8 +143,7 @@ def width_control(model: nn.Module) -> WidthControl:
         control = next(iter(controls.values()))
         object.__setattr__(model, _CONTROL_ATTR, control)
         return control
-    make_slimmable(model)
-    return model.__dict__[_CONTROL_ATTR]
+    return width_control(make_slimmable(model))
 
 
 def set_width(model: nn.Module, w: float) -> None:

@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     ckpt = resolve_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.parent / "eval"
-    rows = evaluate(model, dataset, widths, tuple(args.lr_size), device, args.label or ckpt.parent.name)  # type: ignore[arg-type]
+    rows = evaluate(model, dataset, widths, tuple(args.lr_size), device, args.label or ckpt.parent.name)
     atomic_write_csv(out / "sr_eval.csv", rows, COLUMNS)
     meta = {
         "checkpoint": str(ckpt),

@@ -4,7 +4,7 @@ and a global skip branch."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -76,6 +76,8 @@ class WDSR(nn.Module):
     features, the wide activations and the bottleneck slim with the width.
     """
 
+    rgb_mean: Tensor
+
     def __init__(
         self,
         arch: str = "wdsr_a",
@@ -127,11 +129,11 @@ class WDSR(nn.Module):
     def _init_weights(self) -> None:
         """Start as bicubic upsampling: the skip branch gets the bicubic kernel, the body's
         contribution starts at zero (the tail's weight-norm scale g = 0; g learns first), so training learns the residual detail."""
-        skip = self.skip[1]
+        skip, tail = cast(USWNConv2d, self.skip[1]), cast(USWNConv2d, self.tail[0])
         skip.weight.copy_(bicubic_upsampling_weight(self.scale, skip.kernel_size[0]))
         skip.weight_g.copy_(skip.weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+        assert skip.bias is not None and tail.bias is not None
         skip.bias.zero_()
-        tail = self.tail[0]
         tail.weight_g.zero_()
         tail.bias.zero_()
 

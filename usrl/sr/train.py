@@ -47,6 +47,7 @@ from usrl.runtime import (
     save_atomic,
     seed_everything,
     set_rng_state,
+    unwrap,
 )
 from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE
 from usrl.sr.data import ImageDataset, Pair, PatchDataset, SRDataError, find_pairs
@@ -146,7 +147,7 @@ def train_step(
     last width.
     """
     return sandwich_step(
-        model.module if hasattr(model, "module") else model,
+        unwrap(model),
         widths,
         forward=lambda learns_own: model(lr, skip_grad=learns_own),
         own_loss=lambda sr, _first: F.l1_loss(sr, hr),
@@ -243,7 +244,9 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
     train_set = PatchDataset(pairs["train"], args.scale, args.patch_size, args.repeat,
                              args.cache)  # fmt: skip
     valid_set = ImageDataset(pairs["valid"], args.scale)
-    sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if dist.world > 1 else None
+    sampler: torch.utils.data.DistributedSampler | None = None
+    if dist.world > 1:
+        sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler, num_workers=args.workers,
         drop_last=True, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,

@@ -129,8 +129,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
         try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
+            with Image.open(path) as raw:
+                img = raw.convert("RGB")
         except OSError as exc:
             raise VisionDataError(f"cannot read image {path}: {exc}") from None
         return to_tensor(self.transform(img)), label

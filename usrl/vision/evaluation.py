@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from usrl.nn import calibrate_bn, profile, width
 from usrl.runtime import Distributed
 from usrl.utils import atomic_write, atomic_write_csv, atomic_write_text
+from usrl.vision.models import USMobileNet
 
 SPECTRUM_COLUMNS = ["width", "top1", "top5", "macs", "params", "n_images"]
 
@@ -57,7 +58,7 @@ def accuracy(
 
 
 def evaluate_widths(
-    model: nn.Module,
+    model: USMobileNet,
     widths: list[float],
     calib_loader: Iterable[tuple[Tensor, Tensor]],
     calib_batches: int,
@@ -136,7 +137,7 @@ class Shard(torch.utils.data.Sampler[int]):
     def __init__(self, dataset: Sized, rank: int, world: int) -> None:
         self.indices = list(range(rank, len(dataset), world))
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
 
     def __len__(self) -> int:

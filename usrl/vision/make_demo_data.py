@@ -12,6 +12,7 @@ to ``train/<digit>/`` and ``val/<digit>/`` as PNG files. Needs scikit-learn
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -49,8 +50,8 @@ def write_demo(root: Path, size: int = 36, val_fraction: float = 0.2, seed: int 
         n_val = max(1, round(len(index) * val_fraction))
         for split, part in (("val", index[:n_val]), ("train", index[n_val:])):
             for i in part:
-                path = root / split / str(digit) / f"{i:04d}.png"
-                atomic_write(path, lambda tmp, i=i: Image.fromarray(images[i]).save(tmp, format="PNG"), suffix=".png")
+                save = functools.partial(Image.fromarray(images[i]).save, format="PNG")
+                atomic_write(root / split / str(digit) / f"{i:04d}.png", save, suffix=".png")
             counts[split] += len(part)
     return counts
 

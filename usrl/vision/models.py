@@ -86,7 +86,7 @@ class USMobileNet(nn.Module):
         self.features = features
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = classifier
-        self.config = config
+        self.config: dict[str, Any] = config
         for m in self.modules():
             if isinstance(m, USConv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -95,7 +95,8 @@ class USMobileNet(nn.Module):
                 nn.init.zeros_(m.bias)
             elif isinstance(m, (nn.Linear, USLinear)):
                 nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         make_slimmable(self, config["width_range"])
 
     def forward(self, x: Tensor) -> Tensor:

@@ -55,6 +55,7 @@ from usrl.runtime import (
     save_atomic,
     seed_everything,
     set_rng_state,
+    unwrap,
 )
 from usrl.utils import (
     UsageError,
@@ -226,7 +227,7 @@ def train_step(
         (scaler.scale(loss) if scaler is not None else loss).backward()
 
     return sandwich_step(
-        model.module if hasattr(model, "module") else model, widths, forward, own_loss,
+        unwrap(model), widths, forward, own_loss,
         soft_cross_entropy if distill else None, backward=backward, sync_context=sync_last_only, check_finite=True,
     )  # fmt: skip
 
@@ -274,7 +275,9 @@ def _loaders(args: argparse.Namespace, data: dict[str, Any], dist: Distributed, 
     common = dict(
         batch_size=args.batch_size, num_workers=args.workers, pin_memory=pin, persistent_workers=args.workers > 0
     )
-    sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if dist.world > 1 else None
+    sampler: torch.utils.data.DistributedSampler | None = None
+    if dist.world > 1:
+        sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed)
     return {
         "sampler": sampler,
         "train": torch.utils.data.DataLoader(train_set, shuffle=sampler is None, sampler=sampler, drop_last=True, **common),
