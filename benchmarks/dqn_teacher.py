@@ -200,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = cache.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(cells, indent=1, sort_keys=True))
         tmp.replace(cache)
-        print(f"[{k}/{len(todo)}] {name} seed {seed}: {cells[f'{name}|{seed}|{args.steps}']} ({time.time() - t:.0f}s)", flush=True)
+        print(
+            f"[{k}/{len(todo)}] {name} seed {seed}: {cells[f'{name}|{seed}|{args.steps}']} ({time.time() - t:.0f}s)",
+            flush=True,
+        )
     command = "python benchmarks/dqn_teacher.py " + " ".join(argv if argv is not None else sys.argv[1:])
     args.out.write_text(report(cells, seeds, args.steps, command.strip()))
     plot(cells, seeds, args.steps, args.out.with_suffix(".png"))

@@ -167,7 +167,9 @@ def frame_loop(
     return trace
 
 
-def summarize(trace: list[tuple[float, float, float, bool]], budget_ms: float, quality: dict[float, float]) -> dict[str, Any]:
+def summarize(
+    trace: list[tuple[float, float, float, bool]], budget_ms: float, quality: dict[float, float]
+) -> dict[str, Any]:
     """Per load phase (and overall): calls, miss rate, mean width, expected quality, p50/p99."""
     ws, qs = sorted(quality), [quality[w] for w in sorted(quality)]
     out = {}
@@ -303,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="where the committed quality results live")
     p.add_argument("--out", type=Path, default=RESULTS / "latency_budget.md", help="report path (.md)")
     args = p.parse_args(argv)
-    if not (args.duration > 0 and args.period > 0 and args.budget_factor > 1 and args.load_threads >= 1 and args.rounds >= 2):
+    if not (
+        args.duration > 0 and args.period > 0 and args.budget_factor > 1 and args.load_threads >= 1 and args.rounds >= 2
+    ):
         print("latency_budget: need --duration > 0, --period > 0, --budget-factor > 1, --load-threads >= 1, --rounds >= 2",
               file=sys.stderr)  # fmt: skip
         return 2

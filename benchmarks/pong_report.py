@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
 
     evals = read_evaluations(args.run / "evaluations.csv")
     shutil.copy(args.run / "evaluations.csv", out / "learning_curves.csv")
-    plot_learning_curves(evals, out / "learning_curves.png", f"US-DQN on {cfg['env_id']}, seed {cfg['seed']}: evaluations during training")
+    plot_learning_curves(
+        evals,
+        out / "learning_curves.png",
+        f"US-DQN on {cfg['env_id']}, seed {cfg['seed']}: evaluations during training",
+    )
     control_rows: list[dict[str, Any]] = []
     control_cfg: dict[str, Any] = {}
     if args.control is not None:
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = max((s["end_timesteps"] for s in segments), default=model.num_timesteps)
 
     at_goal = {r["width"]: r for r in sweep if round(r["width"], 4) in GOAL_WIDTHS}
+
     def goal(mean: float) -> str:
         return "met" if mean >= GOAL_SCORE else f"missed by {GOAL_SCORE - mean:.2f}"
 
@@ -167,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Training command(s), one per segment (`segments.csv`):",
         "",
-        *(f"- segment {s['segment']}: `{s['command']}` — env steps {s['start_timesteps']:,} → {s['end_timesteps']:,}, "
-          f"wall {s['wall_s'] / 3600:.2f} h (of which evaluations {s['eval_s'] / 60:.1f} min), started {s['started_utc']}"
-          for s in segments),  # fmt: skip
+        *(
+            f"- segment {s['segment']}: `{s['command']}` — env steps {s['start_timesteps']:,} → {s['end_timesteps']:,}, "
+            f"wall {s['wall_s'] / 3600:.2f} h (of which evaluations {s['eval_s'] / 60:.1f} min), started {s['started_utc']}"
+            for s in segments
+        ),  # fmt: skip
         "",
         f"**Env steps: {steps:,}. Wall time: {wall / 3600:.2f} h** summed over segments, including "
         f"{evaluation / 60:.1f} min of periodic evaluations ({cfg['eval']['episodes']} games per width every "
@@ -191,8 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *_table(
             [{**r, "mmacs": r["macs"] / 1e6} for r in sweep],
-            [("width", "width", ".2f"), ("mmacs", "MMACs", ".2f"), ("mean_return", "mean", "+.2f"),
-             ("std_return", "std", ".2f"), ("min_return", "min", "+.0f"), ("max_return", "max", "+.0f")],
+            [
+                ("width", "width", ".2f"),
+                ("mmacs", "MMACs", ".2f"),
+                ("mean_return", "mean", "+.2f"),
+                ("std_return", "std", ".2f"),
+                ("min_return", "min", "+.0f"),
+                ("max_return", "max", "+.0f"),
+            ],
         ),  # fmt: skip
         "",
         "![sweep](sweep.png)",
@@ -208,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         chp = control_cfg["hyperparams"]
         changed = {k: v for k, v in chp.items() if hp.get(k) != v}
         lines += [
-            "## Control: the same recipe, changed only in " + (", ".join(f"{k}={v}" for k, v in changed.items()) or "nothing"),
+            "## Control: the same recipe, changed only in "
+            + (", ".join(f"{k}={v}" for k, v in changed.items()) or "nothing"),
             "",
             f"Run folder `{args.control}`, command `{control_cfg.get('invocation', control_cfg.get('command', '?'))}`; "
             f"{control_cfg['eval']['episodes']} games per width and evaluation (`control_learning_curves.csv`).",
@@ -217,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "| env steps | US-DQN (n=4) | control |",
             "|---:|---:|---:|",
-            *(f"| {t:,} | {us[t]['mean_return']:+.2f} ± {us[t]['std_return']:.2f} | "
-              f"{ctl[t]['mean_return']:+.2f} ± {ctl[t]['std_return']:.2f} |" for t in sorted(set(us) & set(ctl))),  # fmt: skip
+            *(
+                f"| {t:,} | {us[t]['mean_return']:+.2f} ± {us[t]['std_return']:.2f} | "
+                f"{ctl[t]['mean_return']:+.2f} ± {ctl[t]['std_return']:.2f} |"
+                for t in sorted(set(us) & set(ctl))
+            ),  # fmt: skip
             "",
             "![control learning curves](control_learning_curves.png)",
             "",
@@ -232,8 +249,16 @@ def main(argv: list[str] | None = None) -> int:
             f"Trained on ale-py's vector env (`usrl.envs.AtariVecEnv`); played greedily on both pipelines, "
             f"{args.zoo_games} games per width, seed 100 (`zoo_pipeline.csv`).",
             "",
-            *_table(zoo, [("pipeline", "pipeline", "s"), ("width", "width", "g"), ("mean_return", "mean", "+.2f"),
-                          ("std_return", "std", ".2f"), ("min_return", "worst", "+.0f")]),  # fmt: skip
+            *_table(
+                zoo,
+                [
+                    ("pipeline", "pipeline", "s"),
+                    ("width", "width", "g"),
+                    ("mean_return", "mean", "+.2f"),
+                    ("std_return", "std", ".2f"),
+                    ("min_return", "worst", "+.0f"),
+                ],
+            ),  # fmt: skip
             "",
         ]
     size = (out / "pong_us_dqn.zip").stat().st_size / 1e6

@@ -32,7 +32,15 @@ from usrl.nn import share_stem, width_control
 from usrl.utils import atomic_write_text
 
 ENV_ID = "PongNoFrameskip-v4"
-US_ONLY = {"n_widths", "distill", "distill_weight", "distill_temperature", "rollout_width", "width_sampling", "double_q"}
+US_ONLY = {
+    "n_widths",
+    "distill",
+    "distill_weight",
+    "distill_temperature",
+    "rollout_width",
+    "width_sampling",
+    "double_q",
+}
 TARGET_FLOOR_RATIO, TARGET_ENV_STEPS = 1.15, 220.0
 
 
@@ -138,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"Python {platform.python_version()}  ",
         f"Recipe: the {ENV_ID} preset ({n_envs} games in ale-py's vector env, "
-        + ", ".join(f"{k}={getattr(v, '__name__', v)}" for k, v in kwargs.items() if k not in US_ONLY | {"policy_kwargs"})
+        + ", ".join(
+            f"{k}={getattr(v, '__name__', v)}" for k, v in kwargs.items() if k not in US_ONLY | {"policy_kwargs"}
+        )
         + f"); SB3's DQN gets the same env and buffer. {args.warmup} warm-up env steps fill the buffer, then "
         f"{args.steps} timed training env steps (no evaluations); {args.runs} runs per agent, alternating; seeds "
         f"{args.seed}..{args.seed + args.runs - 1}. US-DQN: n_widths={kwargs['n_widths']} (sandwich), "

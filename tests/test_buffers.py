@@ -32,7 +32,9 @@ def _episodes(n_envs: int, n_steps: int, seed: int) -> list[tuple]:
         for i in np.flatnonzero(done):  # the env resets: a fresh, zero-filled stack
             stack[i] = 0
             stack[i, -1] = rng.integers(0, 256, (SIZE, SIZE))
-        out.append((obs, next_obs, rng.integers(0, 3, (n_envs, 1)), rng.normal(size=n_envs).astype(np.float32), done, infos))
+        out.append(
+            (obs, next_obs, rng.integers(0, 3, (n_envs, 1)), rng.normal(size=n_envs).astype(np.float32), done, infos)
+        )
     return out
 
 

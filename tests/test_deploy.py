@@ -163,7 +163,9 @@ def test_cli_on_vision_and_sr_checkpoints(tmp_path: Path) -> None:
     from usrl.vision.models import build_model as build_vision
 
     vision = build_vision({"arch": "us_mobilenet_v2", "num_classes": 4, "resolution": 32, "width_range": (0.35, 1.0)})
-    save_atomic(tmp_path / "v" / "model.pt", {"kind": "usrl.vision", "config": vision.config, "model": vision.state_dict()})
+    save_atomic(
+        tmp_path / "v" / "model.pt", {"kind": "usrl.vision", "config": vision.config, "model": vision.state_dict()}
+    )
     assert latency_main([str(tmp_path / "v"), "--widths", "0.35", "1.0", "--rounds", "2"]) == 0
     rows = json.loads((tmp_path / "v" / "latency" / "latency.json").read_text())["rows"]
     assert [r["width"] for r in rows] == [0.35, 1.0] and rows[0]["macs"] < rows[1]["macs"]

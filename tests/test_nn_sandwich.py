@@ -23,7 +23,9 @@ WIDTHS = [1.0, 0.25, 0.6, 0.45]
 
 def _net() -> nn.Module:
     torch.manual_seed(0)
-    net = nn.Sequential(USLinear(5, 32, slim_in=False), nn.ReLU(), USLinear(32, 32), nn.ReLU(), USLinear(32, 3, slim_out=False))
+    net = nn.Sequential(
+        USLinear(5, 32, slim_in=False), nn.ReLU(), USLinear(32, 32), nn.ReLU(), USLinear(32, 3, slim_out=False)
+    )
     return make_slimmable(net)
 
 
@@ -32,7 +34,9 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(8, 5, generator=g), torch.randn(8, 3, generator=g)
 
 
-def _hand_built(net: nn.Module, x: torch.Tensor, y: torch.Tensor, distill_weight: float, student_weight: float) -> torch.Tensor:
+def _hand_built(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, distill_weight: float, student_weight: float
+) -> torch.Tensor:
     teacher = net(x)
     total = F.l1_loss(teacher, y)
     for w in WIDTHS[1:]:
@@ -49,7 +53,9 @@ def _grads(net: nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("per_width_backward", [False, True])
 @pytest.mark.parametrize(("distill_weight", "student_weight"), [(1.0, 1.0), (0.7, 1 / 3)])
-def test_gradients_equal_the_hand_built_losses(per_width_backward: bool, distill_weight: float, student_weight: float) -> None:
+def test_gradients_equal_the_hand_built_losses(
+    per_width_backward: bool, distill_weight: float, student_weight: float
+) -> None:
     net, (x, y) = _net(), _batch()
     _hand_built(net, x, y, distill_weight, student_weight).backward()
     expected = _grads(net)
@@ -100,7 +106,9 @@ def test_without_distillation_and_with_random_widths_every_width_learns_its_own_
 def test_a_fixed_teacher_replaces_the_first_widths_output() -> None:
     net, (x, y) = _net(), _batch()
     fixed = torch.zeros(8, 3)
-    result = sandwich_step(net, [1.0, 0.25], lambda _o: net(x), lambda o, _f: F.l1_loss(o, y), mse_distill, fixed_teacher=fixed)
+    result = sandwich_step(
+        net, [1.0, 0.25], lambda _o: net(x), lambda o, _f: F.l1_loss(o, y), mse_distill, fixed_teacher=fixed
+    )
     with width(net, 0.25):
         assert result.widths[1].distill["loss"] == pytest.approx(F.mse_loss(net(x), fixed).item(), rel=1e-6)
 

@@ -41,8 +41,10 @@ EXPECTED_FAILURES: dict[str, str] = {}
 _AC_SLOWER = "US-A2C/US-PPO (sandwich n=4, KL+value distillation) learn slower than A2C/PPO on this budget"
 # node id -> the learning threshold it asserts and what misses it
 LEARNING_THRESHOLDS: dict[str, str] = {
-    **{f"test_identity.py::test_discrete[{case}]": f"mean reward >= 90 after a fixed budget; {_AC_SLOWER}"
-       for case in ("env0-USA2C", "env1-USA2C", "env1-USPPO", "env2-USA2C", "env2-USPPO")},
+    **{
+        f"test_identity.py::test_discrete[{case}]": f"mean reward >= 90 after a fixed budget; {_AC_SLOWER}"
+        for case in ("env0-USA2C", "env1-USA2C", "env1-USPPO", "env2-USA2C", "env2-USPPO")
+    },
     "test_identity.py::test_continuous[USA2C]": f"mean reward >= 90 after a fixed budget; {_AC_SLOWER}",
     "test_gae.py::test_infinite_horizon[True-USA2C]": (
         "full-width value within 1 of 1/(1-gamma) after 500 steps; the other widths' value distillation "
@@ -86,7 +88,10 @@ def sb3_tests_dir() -> Path:
 
 
 def run_suite(tests: Path, report: Path, files: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE / "sb3_conformance"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE / "sb3_conformance"), os.environ.get("PYTHONPATH", "")]),
+    }
     env.setdefault("OMP_NUM_THREADS", "1")
     return subprocess.run(
         [sys.executable, "-m", "pytest", *files, "-p", "usrl_substitute", "-p", "no:cacheprovider", "-q",
@@ -117,6 +122,10 @@ def test_sb3_suite_passes_with_us_algorithms(tmp_path: Path) -> None:
     slow = [n for n in failed if n in LEARNING_THRESHOLDS]
     print(f"learning thresholds missed: {len(slow)} of {len(LEARNING_THRESHOLDS)}", *slow, sep="\n  ")
     fixed = [n for n in EXPECTED_FAILURES if results.get(n) == "passed"]
-    assert not unexpected, f"{len(unexpected)} unexpected failures:\n" + "\n".join(unexpected) + "\n" + res.stdout[-5000:]
-    assert not fixed, "listed as expected failures but passed (update EXPECTED_FAILURES and the README):\n" + "\n".join(fixed)
+    assert not unexpected, (
+        f"{len(unexpected)} unexpected failures:\n" + "\n".join(unexpected) + "\n" + res.stdout[-5000:]
+    )
+    assert not fixed, "listed as expected failures but passed (update EXPECTED_FAILURES and the README):\n" + "\n".join(
+        fixed
+    )
     assert sum(o == "passed" for o in results.values()) > 300  # the suite really ran

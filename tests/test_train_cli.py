@@ -268,7 +268,10 @@ def _bad(tmp_path: Path, *args: str, capsys: pytest.CaptureFixture | None = None
         (["--env", "CartPole-v1", "-params", "policy_kwargs:dict(width_range=[0.5, 2])"], "width_range"),
         (["--algo", "ppo", "--env", "CartPole-v1", "-params", "clip_range:0"], "clip_range=0"),
         (["--algo", "ppo", "--env", "CartPole-v1", "-params", "n_epochs:0"], "n_epochs=0"),
-        (["--algo", "ppo", "--env", "CartPole-v1", "-params", "n_steps:1", "n_envs:1"], "must be > 1 with normalize_advantage"),
+        (
+            ["--algo", "ppo", "--env", "CartPole-v1", "-params", "n_steps:1", "n_envs:1"],
+            "must be > 1 with normalize_advantage",
+        ),
         (["--algo", "ppo", "--env", "CartPole-v1", "-params", "use_sde:True"], "gSDE is not supported"),
         (["--algo", "a2c", "--env", "CartPole-v1", "-params", "gae_lambda:2"], "gae_lambda=2"),
         pytest.param(
@@ -372,7 +375,11 @@ def test_minatar_with_the_small_slimmable_cnn(tmp_path: Path) -> None:
 
 def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "usrl.train", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "usrl.train", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -61,7 +61,9 @@ def _check(args: argparse.Namespace) -> None:
             try:
                 import imageio_ffmpeg  # noqa: F401
             except ImportError:
-                raise UsageError('--record .mp4 needs imageio-ffmpeg: pip install -e ".[video]" (or use .gif)') from None
+                raise UsageError(
+                    '--record .mp4 needs imageio-ffmpeg: pip install -e ".[video]" (or use .gif)'
+                ) from None
 
 
 def _write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:

@@ -78,7 +78,9 @@ def _export_width(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         example = torch.as_tensor(np.stack([model.observation_space.sample() for _ in range(2)])).float()
         _save(actor, example, out, (0,), "observation", "action")
-        print(f"wrote {out}: {algo} acting network at width {args.width:g}, input (N, {', '.join(map(str, example.shape[1:]))})")
+        print(
+            f"wrote {out}: {algo} acting network at width {args.width:g}, input (N, {', '.join(map(str, example.shape[1:]))})"
+        )
         return 0
     from usrl.runtime import CheckpointError, checkpoint_kind
 

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = UsageParser(prog="python -m usrl.latency", description=__doc__,
                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("model", help="RL run folder or model zip, vision run, SR run (or their .pt)")
-    p.add_argument("--widths", nargs="+", default=None, help="START:STOP:STEP or a list (default: the range, step 0.025)")
+    p.add_argument(
+        "--widths", nargs="+", default=None, help="START:STOP:STEP or a list (default: the range, step 0.025)"
+    )
     p.add_argument("--batch", type=int, default=1, help="inputs per call (RL: observations, e.g. one per env)")
     p.add_argument("--input-size", help="HxW of the input (SR: the LR frame, default 180x320; vision: its resolution)")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])

@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--log-folder", default="logs", help="root of the run folders (default logs/)")
     p.add_argument("-tb", "--tensorboard-log", help="tensorboard root (default: the run folder)")
     p.add_argument(
-        "--eval-freq", type=int, help="evaluate every N env steps (<= 0: only at the end; default: the preset's, or 10000)"
+        "--eval-freq",
+        type=int,
+        help="evaluate every N env steps (<= 0: only at the end; default: the preset's, or 10000)",
     )
     p.add_argument("--eval-episodes", type=int, default=5, help="episodes per width and evaluation")
     p.add_argument(
@@ -90,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
     p.add_argument(
-        "--save-freq", type=int, help="resumable checkpoint every N env steps (<= 0: none; default: the preset's, or 10000)"
+        "--save-freq",
+        type=int,
+        help="resumable checkpoint every N env steps (<= 0: none; default: the preset's, or 10000)",
     )
     p.add_argument("--n-envs", type=int, help="parallel training envs (default: the preset's, or 1)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
@@ -176,7 +180,9 @@ def _check_width_args(widths: list[float], width_range: tuple[float, float]) -> 
             raise UsageError(f"--eval-widths: {w:g} is outside the width range [{low:g}, {high:g}]")
 
 
-def _resolve_hyperparams(args: argparse.Namespace, algo_class: type[BaseAlgorithm], env_id: str, family: str) -> dict[str, Any]:
+def _resolve_hyperparams(
+    args: argparse.Namespace, algo_class: type[BaseAlgorithm], env_id: str, family: str
+) -> dict[str, Any]:
     if args.conf_file:
         path = Path(args.conf_file)
         if not path.is_file():

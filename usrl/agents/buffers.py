@@ -69,7 +69,9 @@ class FrameStackReplayBuffer(ReplayBuffer):
         self.frames = np.zeros((n_slots, n_envs, frame_channels, *shape[1:]), dtype=observation_space.dtype)
         self.starts = np.zeros((n_slots, n_envs), dtype=bool)  # the slot's observation begins an episode
         self.rows = np.zeros(self.buffer_size, dtype=np.int64)  # each row's step number
-        self.actions = np.zeros((self.buffer_size, n_envs, self.action_dim), dtype=self._maybe_cast_dtype(action_space.dtype))
+        self.actions = np.zeros(
+            (self.buffer_size, n_envs, self.action_dim), dtype=self._maybe_cast_dtype(action_space.dtype)
+        )
         self.rewards = np.zeros((self.buffer_size, n_envs), dtype=np.float32)
         self.dones = np.zeros((self.buffer_size, n_envs), dtype=np.float32)
         self.timeouts = np.zeros((self.buffer_size, n_envs), dtype=np.float32)
@@ -157,7 +159,9 @@ class FrameStackReplayBuffer(ReplayBuffer):
             ended = np.logical_or(self.dones[window, env_indices[:, None]], self.timeouts[window, env_indices[:, None]])
             stop = np.where(ended.any(axis=1), ended.argmax(axis=1), n - 1)
             mask = np.arange(n)[None, :] <= stop[:, None]
-            returns = (rewards * (self.gamma ** np.arange(n, dtype=np.float32))[None, :] * mask).sum(axis=1, keepdims=True)
+            returns = (rewards * (self.gamma ** np.arange(n, dtype=np.float32))[None, :] * mask).sum(
+                axis=1, keepdims=True
+            )
             discounts = (self.gamma ** mask.sum(axis=1, keepdims=True)).astype(np.float32)
             last_rows = (batch_inds + stop) % self.buffer_size
             dones = self.dones[last_rows, env_indices] * (1.0 - self.timeouts[last_rows, env_indices])

@@ -215,7 +215,9 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
             )
             dtype = next(iter(self.policy.parameters())).dtype
             full = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in policy.items()}
-            full.update({"q_net_target." + k[len("q_net.") :]: v.clone() for k, v in full.items() if k.startswith("q_net.")})
+            full.update(
+                {"q_net_target." + k[len("q_net.") :]: v.clone() for k, v in full.items() if k.startswith("q_net.")}
+            )
             # SB3 annotates a flat TensorDict but takes {object name: state_dict}, as here
             super().set_parameters({"policy": full}, exact_match=False, device=device)  # type: ignore[dict-item]
             self.policy.load_state_dict(full, strict=True)  # every weight is there: fail loudly otherwise

@@ -78,7 +78,11 @@ class USCombinedExtractor(BaseFeaturesExtractor):
     """
 
     def __init__(
-        self, observation_space: spaces.Dict, cnn_output_dim: int = 256, normalized_image: bool = False, divisor: int = 1
+        self,
+        observation_space: spaces.Dict,
+        cnn_output_dim: int = 256,
+        normalized_image: bool = False,
+        divisor: int = 1,
     ) -> None:
         super().__init__(observation_space, features_dim=1)
         extractors: dict[str, nn.Module] = {}

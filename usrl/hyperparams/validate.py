@@ -77,12 +77,7 @@ def _train_freq(v: Any) -> str | None:
 
 
 def _width_range(v: Any) -> str | None:
-    if (
-        isinstance(v, (list, tuple))
-        and len(v) == 2
-        and all(_is_number(x) for x in v)
-        and 0 < v[0] <= v[1] <= 1
-    ):
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(x) for x in v) and 0 < v[0] <= v[1] <= 1:
         return None
     return "must be [low, high] with 0 < low <= high <= 1"
 
@@ -175,7 +170,9 @@ def check_hyperparams(algo: str, hp: dict[str, Any]) -> None:
         rollout = int(hp.get("n_steps", 2048)) * n_envs
         if hp.get("normalize_advantage", True):
             if rollout <= 1:
-                _fail("n_steps", hp.get("n_steps", 2048), f"times n_envs ({n_envs}) must be > 1 with normalize_advantage")
+                _fail(
+                    "n_steps", hp.get("n_steps", 2048), f"times n_envs ({n_envs}) must be > 1 with normalize_advantage"
+                )
             if int(hp.get("batch_size", 64)) <= 1:
                 _fail("batch_size", hp.get("batch_size", 64), "must be > 1 with normalize_advantage")
     for key in ("use_sde",):

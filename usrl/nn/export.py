@@ -77,7 +77,9 @@ def save_exported(
             import onnx  # noqa: F401
             import onnxscript  # noqa: F401
         except ImportError:
-            raise ImportError("an .onnx export needs the onnx and onnxscript packages (pip install onnx onnxscript)") from None
+            raise ImportError(
+                "an .onnx export needs the onnx and onnxscript packages (pip install onnx onnxscript)"
+            ) from None
 
         def write_onnx(tmp: Path) -> None:
             torch.onnx.export(module, (example,), str(tmp), input_names=[input_name], output_names=[output_name],

@@ -495,7 +495,9 @@ class USBatchNorm2d(SlimmableMixin, nn.Module):
             raise RuntimeError(f"USBatchNorm2d has no calibrated statistics for width {w:g}; run calibrate_bn first")
         c = self.channels_at(w)
         layer = nn.BatchNorm2d(c, eps=self.eps, affine=self.affine, device=stats[0].device, dtype=stats[0].dtype)
-        assert layer.running_mean is not None and layer.running_var is not None and layer.num_batches_tracked is not None
+        assert (
+            layer.running_mean is not None and layer.running_var is not None and layer.num_batches_tracked is not None
+        )
         with torch.no_grad():
             layer.running_mean.copy_(stats[0])
             layer.running_var.copy_(stats[1])

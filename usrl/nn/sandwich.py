@@ -157,9 +157,14 @@ def sandwich_step(
                 out = forward(learns_own)
                 parts: dict[str, float] = {}
                 if student:
-                    d, named = _split(distill(out, teacher_value))  # type: ignore[misc]
+                    assert distill is not None
+                    d, named = _split(distill(out, teacher_value))
                     parts = {"loss": d.item(), **{k: v.item() for k, v in named.items()}}
-                    loss = d if distill_weight >= 1.0 else distill_weight * d + (1.0 - distill_weight) * own_loss(out, False)
+                    loss = (
+                        d
+                        if distill_weight >= 1.0
+                        else distill_weight * d + (1.0 - distill_weight) * own_loss(out, False)
+                    )
                 else:
                     loss = own_loss(out, i == 0)
                 if i == 0:
@@ -205,7 +210,9 @@ class SandwichLog:
     def add(self, result: SandwichResult[Any]) -> None:
         """Add the losses of one step."""
         for record in result.widths:
-            name = {"full": "loss_full_width", "low": f"loss_w{record.width:.2f}"}.get(record.role, "loss_random_widths")
+            name = {"full": "loss_full_width", "low": f"loss_w{record.width:.2f}"}.get(
+                record.role, "loss_random_widths"
+            )
             self._values[f"train/{name}"].append(record.loss)
             for part, value in record.distill.items():
                 self._values[f"train/distill_{part}"].append(value)

@@ -334,7 +334,9 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
                               "args": vars(args), "command": " ".join(sys.argv)}, indent=1))  # fmt: skip
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=epoch * steps_per_epoch + step_in_epoch if ckpt is not None else None)
+        writer = SummaryWriter(
+            str(run_dir / "tb"), purge_step=epoch * steps_per_epoch + step_in_epoch if ckpt is not None else None
+        )
         if args.verbose:
             print(f"{args.arch}: {len(data['train'])} train / {len(data['val'])} val images, "
                   f"{len(data['classes'])} classes, {dist.world} process(es) on {device}, "
