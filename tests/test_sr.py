@@ -324,8 +324,10 @@ def test_sigint_saves_the_current_step_and_resume_finishes(demo: Path, tmp_path:
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [("--lr", "inf", "--lr must be a positive number"), ("--lr-step", "0", "--lr-step must be >= 1"),
-     ("--save-every", "0", "--save-every must be >= 1"), ("--workers", "-1", "--workers must be >= 0"),
-     ("--eval-every", "-5", "--eval-every must be >= 0"), ("--batch-size", "100000", "exceeds the")],
+     ("--save-freq", "0", "--save-freq must be >= 1"), ("--workers", "-1", "--workers must be >= 0"),
+     ("--eval-every", "-5", "--eval-freq must be >= 0"), ("--save-every", "0", "--save-freq must be >= 1"),
+     ("--batch-size", "100000", "exceeds the"), ("--distill", "l1 --no-distill", "contradicts"),
+     ("--distill", "mse --distill-loss l1", "contradicts")],
 )  # fmt: skip
 def test_numeric_flags_are_checked_before_anything_is_written(
     demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str, message: str
@@ -338,7 +340,7 @@ def test_numeric_flags_are_checked_before_anything_is_written(
     if i is not None:
         args[i + 1] = value
     else:
-        args += [flag, value]
+        args += [flag, *value.split()]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err

@@ -96,6 +96,20 @@ def next_run_dir(log_folder: str | Path, algo: str, env_name: str) -> Path:
     return base / f"{env_name}_{max(ks, default=0) + 1}"
 
 
+def resolve_distill_flags(
+    distill: str | None, old_loss: str | None, no_distill: bool, default: str
+) -> tuple[str, bool]:
+    """The vision and SR trainers' ``--distill LOSS|none`` with their older spellings
+    ``--distill-loss LOSS`` and ``--no-distill``, as (distillation loss, distillation off).
+    Spellings that contradict each other are a ``UsageError``."""
+    if distill is None:
+        return old_loss or default, no_distill
+    off = distill == "none"
+    if (no_distill and not off) or (old_loss is not None and (off or old_loss != distill)):
+        raise UsageError(f"--distill {distill} contradicts --no-distill / --distill-loss")
+    return (default if off else distill), off
+
+
 def resolve_device(name: str) -> str:
     """``"auto"`` -> ``"cuda"`` when a GPU is present, else ``"cpu"``; ``"cuda"`` without one is a UsageError."""
     import torch

@@ -1,16 +1,16 @@
 """Train a universally slimmable WDSR with the sandwich rule and inplace distillation.
 
-    python -m usrl.sr.train --model wdsr_a --scale 2 --data DIR --steps 300000
-    torchrun --nproc_per_node 4 -m usrl.sr.train --model wdsr_b --scale 2 --data DIR
+    python -m usrl.sr.train --arch wdsr_a --scale 2 --data DIR --steps 300000
+    torchrun --nproc_per_node 4 -m usrl.sr.train --arch wdsr_b --scale 2 --data DIR
     python -m usrl.sr.train --resume runs/sr/wdsr_a_x2_1
 
 DIR has DIV2K's layout (DIV2K_train_HR/, optionally DIV2K_train_LR_bicubic/X<s>/, and the same
 for "valid"). Each step trains the largest width on the HR patches (L1), the smallest and
 n-2 random widths on the largest width's detached output (inplace distillation; mixed with the
-HR loss by --distill-weight < 1; --no-distill: every width on the HR loss), accumulating
+HR loss by --distill-weight < 1; --distill none: every width on the HR loss), accumulating
 gradients for one Adam step. The run folder receives config.json, checkpoint.pt (resumable,
-written atomically every --save-every steps), model.pt (final weights), eval.csv (PSNR on the
-valid split at a few widths every --eval-every steps) and tensorboard events.
+written atomically every --save-freq steps), model.pt (final weights), eval.csv (PSNR on the
+valid split at a few widths every --eval-freq steps) and tensorboard events.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from usrl.utils import (
     cli_main,
     next_run_dir,
     resolve_device,
+    resolve_distill_flags,
 )
 
 
@@ -69,11 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = UsageParser(
         prog="python -m usrl.sr.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", choices=ARCHS, default="wdsr_a")
+    p.add_argument("--arch", "--model", dest="model", choices=ARCHS, default="wdsr_a", help="default wdsr_a")
     p.add_argument("--scale", type=int, choices=SCALES, default=2)
     p.add_argument("--data", help="data folder in DIV2K's layout")
     p.add_argument("--out", help="run folder (default: <log-folder>/sr/<model>_x<scale>_<k>)")
-    p.add_argument("--log-folder", default="runs")
+    p.add_argument("-f", "--log-folder", default="runs", help="root of the run folders (default runs/)")
     p.add_argument("--steps", type=int, help="optimizer steps (default 300000; with --resume: a new total)")
     p.add_argument("--batch-size", type=int, default=16, help="patches per step (per process under torchrun)")
     p.add_argument("--patch-size", type=int, default=48, help="LR patch side")
@@ -86,11 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width-range", type=float, nargs=2, default=[0.25, 1.0], metavar=("LOW", "HIGH"))
     p.add_argument("--n-widths", type=int, default=4, help="widths per step (sandwich rule; 1 = plain training)")
     p.add_argument("--distill-weight", type=float, default=1.0, help="other widths: w * distill + (1 - w) * HR loss")
-    p.add_argument("--distill-loss", choices=["l1", "mse"], default="mse", help="loss of the distilled widths")
-    p.add_argument("--no-distill", action="store_true", help="every width learns from the HR images")
-    p.add_argument("--eval-every", type=int, default=5000, help="PSNR on the valid split every N steps (0: never)")
+    p.add_argument(
+        "--distill", choices=["mse", "l1", "none"],
+        help="loss of the distilled widths (default mse); none: every width learns from the HR images",
+    )  # fmt: skip
+    # the spellings before --distill (still accepted; a run saves them)
+    p.add_argument("--distill-loss", choices=["l1", "mse"], help=argparse.SUPPRESS)
+    p.add_argument("--no-distill", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--eval-freq", "--eval-every", dest="eval_every", type=int, default=5000,
+        help="PSNR on the valid split every N steps (0: never)",
+    )  # fmt: skip
     p.add_argument("--eval-widths", type=float, nargs="+", help="default: low, middle and high of the range")
-    p.add_argument("--save-every", type=int, default=5000, help="resumable checkpoint every N steps")
+    p.add_argument(
+        "--save-freq",
+        "--save-every",
+        dest="save_every",
+        type=int,
+        default=5000,
+        help="resumable checkpoint every N steps",
+    )
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -109,10 +125,14 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.lr_step is not None and args.lr_step < 1:
         raise UsageError(f"--lr-step must be >= 1, got {args.lr_step}")
     if args.save_every < 1:
-        raise UsageError(f"--save-every must be >= 1, got {args.save_every}")
-    for name in ("eval_every", "workers"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+        raise UsageError(f"--save-freq must be >= 1, got {args.save_every}")
+    if args.eval_every < 0:
+        raise UsageError(f"--eval-freq must be >= 0, got {args.eval_every}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    args.distill_loss, args.no_distill = resolve_distill_flags(
+        args.distill, args.distill_loss, args.no_distill, default="mse"
+    )
     if not 0.0 <= args.distill_weight <= 1.0:
         raise UsageError(f"--distill-weight must be in [0, 1], got {args.distill_weight}")
     try:

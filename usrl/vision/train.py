@@ -8,12 +8,12 @@
 DIR has ImageFolder trees train/<class>/ and val/<class>/ (ImageNet's layout). Each step trains
 the largest width on the labels (cross-entropy with --label-smoothing), the smallest and n-2
 random widths on the largest width's detached soft predictions (inplace distillation;
---no-distill: every width on the labels), accumulating gradients for one SGD step (Nesterov
+--distill none: every width on the labels), accumulating gradients for one SGD step (Nesterov
 momentum; no weight decay on depthwise convs, BatchNorm and biases; linear or cosine decay per
 step after a linear warm-up). The learning rate defaults to 0.5 per 1024 images of global batch,
 US-Nets' ImageNet setting.
 
-After every --eval-every epochs: BatchNorm calibration on --calib-batches training batches at
+After every --eval-freq epochs: BatchNorm calibration on --calib-batches training batches at
 each of --eval-widths, then top-1/top-5 on val. After the last epoch the same at --final-widths,
 written as spectrum.csv/json/png. The run folder also receives config.json, checkpoint.pt
 (resumable, written atomically every epoch), model.pt (final weights with the calibrated
@@ -66,6 +66,7 @@ from usrl.utils import (
     next_run_dir,
     parse_widths,
     resolve_device,
+    resolve_distill_flags,
 )
 from usrl.vision.data import (
     Augment,
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=ARCHS, help="default us_mobilenet_v2")
     p.add_argument("--data", help="folder with train/ and val/ ImageFolder trees")
     p.add_argument("--out", help="run folder (default: <log-folder>/vision/<arch>_<k>)")
-    p.add_argument("--log-folder", default="runs")
+    p.add_argument("-f", "--log-folder", default="runs", help="root of the run folders (default runs/)")
     p.add_argument("--epochs", type=int, help="default 250 (with --resume: a new total)")
     p.add_argument("--batch-size", type=int, default=256, help="images per step per process")
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.5 * global batch / 1024)")
@@ -105,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, help="before the classifier (default 0 for v1, 0.2 for v2)")
     p.add_argument("--width-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="default: the arch's")
     p.add_argument("--n-widths", type=int, default=4, help="widths per step (sandwich rule; 1 = plain training)")
-    p.add_argument("--no-distill", action="store_true", help="every width learns from the labels")
+    p.add_argument(
+        "--distill", choices=["soft_ce", "none"],
+        help="loss of the distilled widths: soft_ce (default), cross-entropy to the full width's soft labels; "
+        "none: every width learns from the labels",
+    )  # fmt: skip
+    p.add_argument("--no-distill", action="store_true", help=argparse.SUPPRESS)  # the spelling before --distill
     p.add_argument("--crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("MIN", "MAX"),
                    help="area fraction of the random-resized crop")  # fmt: skip
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (e.g. for digits)")
@@ -113,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--amp", action=argparse.BooleanOptionalAction, default=None, help="fp16 autocast (default: on CUDA)"
     )
-    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (0: only at the end)")
+    p.add_argument(
+        "--eval-freq", "--eval-every", dest="eval_every", type=int, default=1,
+        help="validate every N epochs (0: only at the end)",
+    )  # fmt: skip
     p.add_argument("--eval-widths", type=float, nargs="+", help="default: low, middle and high of the range")
     p.add_argument("--final-widths", nargs="+", help="spectrum grid START:STOP:STEP or a list (default: step 0.05)")
     p.add_argument("--calib-batches", type=int, default=8, help="training batches for BN calibration per width")
@@ -130,9 +139,11 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "n_widths", "calib_batches"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("workers", "eval_every"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    if args.eval_every < 0:
+        raise UsageError(f"--eval-freq must be >= 0, got {args.eval_every}")
+    _, args.no_distill = resolve_distill_flags(args.distill, None, args.no_distill, default="soft_ce")
     if args.resolution < 32:
         raise UsageError(f"--resolution must be >= 32, got {args.resolution}")
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
