@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 import time
 from dataclasses import fields
 from datetime import datetime, timezone
@@ -18,7 +17,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from usrl.evaluation import WidthResult, evaluate_at_width
-from usrl.runtime import StopRequest
+from usrl.runtime import StopRequest, rng_state
 from usrl.utils import atomic_write, atomic_write_csv, atomic_write_text
 
 EVAL_COLUMNS = ["timesteps"] + [f.name for f in fields(WidthResult)]
@@ -126,25 +125,6 @@ class WidthEvalCallback(PeriodicCallback):
             summary = "  ".join(f"w={r.width:.2f}: {r.mean_return:.1f}±{r.std_return:.1f}" for r in results)
             print(f"Eval at {self.num_timesteps} steps: {summary}", flush=True)
         self.logger.dump(self.num_timesteps)
-
-
-def rng_state() -> dict[str, Any]:
-    """The global random states (Python, NumPy, torch CPU and CUDA)."""
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class ResumableCheckpoint(PeriodicCallback):

@@ -1,17 +1,16 @@
-"""Process-level helpers shared by the trainers: the torchrun / DistributedDataParallel context,
-stopping on SIGINT/SIGTERM, RNG state capture for resumable runs and atomic ``torch.save``.
-Depends on torch and numpy only."""
+"""Run folders and resumable state shared by the trainers: stopping on SIGINT/SIGTERM, seeding
+and RNG state capture, atomic ``torch.save``, checkpoints and ``--resume``. Depends on torch
+and numpy only (the torchrun context is in :mod:`usrl.distributed`)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,50 +18,8 @@ from torch import nn
 
 from usrl.utils import UsageError, atomic_write
 
-
-class Distributed:
-    """This process's place under ``torchrun`` (or a single process when not launched by it).
-
-    Reads ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``; with several processes it joins the
-    process group (nccl on ``cuda``, each process on GPU ``LOCAL_RANK``; gloo on ``cpu``).
-    """
-
-    def __init__(self, device: str) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device = torch.device(device)
-        if self.world > 1:
-            backend = "nccl" if device == "cuda" else "gloo"
-            if device == "cuda":
-                self.device = torch.device("cuda", self.local_rank)
-                torch.cuda.set_device(self.device)
-            torch.distributed.init_process_group(backend)
-
-    @property
-    def main(self) -> bool:
-        """True on the process that writes files and prints (rank 0)."""
-        return self.rank == 0
-
-    def all_sum(self, values: list[float]) -> list[float]:
-        """``values`` summed over all processes (returned unchanged for a single process)."""
-        if self.world == 1:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t)
-        return t.tolist()
-
-    def close(self) -> None:
-        """Leave the process group."""
-        if self.world > 1:
-            torch.distributed.destroy_process_group()
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a ``DistributedDataParallel`` wrapper (``model`` itself when not wrapped)."""
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    assert isinstance(inner, nn.Module)
-    return inner
+if TYPE_CHECKING:
+    from usrl.distributed import Distributed
 
 
 class StopRequest:
@@ -116,18 +73,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """The global RNG states and ``generator``'s (the sandwich widths), for a checkpoint."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "widths": generator.get_state()}  # fmt: skip
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The global RNG states (Python, NumPy, torch CPU and CUDA) and, when given, ``generator``'s
+    (the sandwich widths of the vision and SR trainers), for a checkpoint."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    if generator is not None:
+        state["widths"] = generator.get_state()
+    return state
 
 
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    """Restore what :func:`rng_state` captured."""
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
+    """Restore what :func:`rng_state` captured (checkpoints written before it saved CUDA states
+    restore the rest)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["widths"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if generator is not None:
+        generator.set_state(state["widths"])
 
 
 def save_atomic(path: str | Path, payload: Any) -> None:
@@ -214,13 +183,6 @@ def load_model_for_cli(
         if not low <= w <= high:
             raise UsageError(f"width {w:g} is outside the model's width range [{low:g}, {high:g}]")
     return model, data
-
-
-def report_checksum(model: nn.Module, dist: Distributed) -> None:
-    """Print this rank's sum of all parameters when ``USRL_CHECKSUM`` is set under torchrun: a
-    cross-rank consistency check (the tests compare the ranks' lines)."""
-    if dist.world > 1 and os.environ.get("USRL_CHECKSUM"):
-        print(f"rank {dist.rank} checksum {sum(p.double().sum().item() for p in model.parameters()):.12f}", flush=True)
 
 
 def load_resume(args: argparse.Namespace, kind: str, total: str) -> tuple[argparse.Namespace, Path, dict[str, Any]]:

@@ -394,7 +394,7 @@ def _build_model(job: Job, env: Any) -> Any:
         "device": job.device, "tensorboard_log": job.tensorboard_log or str(job.run_dir), "verbose": job.verbose
     }  # fmt: skip
     if job.resume is not None and "model" in job.resume:
-        from usrl.callbacks import set_rng_state
+        from usrl.runtime import set_rng_state
 
         ckpt = job.run_dir / "checkpoints"
         model = algo_class.load(ckpt / job.resume["model"], env=env, **common)

@@ -1,5 +1,7 @@
-"""Small helpers shared by the command-line tools (RL, vision, SR): one-line usage errors,
-width grids, atomic file writes and run folders. Depends only on the standard library."""
+"""Small helpers shared by the command-line tools (RL, vision, SR): one-line usage errors and
+the entry-point wrapper, width grids, the shared --device and --distill flags, atomic file writes
+and run folders. Depends only on the standard library (``resolve_device`` imports torch when
+called)."""
 
 from __future__ import annotations
 

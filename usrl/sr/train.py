@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from usrl.distributed import Distributed, report_checksum, unwrap
 from usrl.nn import (
     SandwichLog,
     SandwichResult,
@@ -39,15 +40,12 @@ from usrl.nn import (
     width_control,
 )
 from usrl.runtime import (
-    Distributed,
     StopRequest,
     load_resume,
-    report_checksum,
     rng_state,
     save_atomic,
     seed_everything,
     set_rng_state,
-    unwrap,
 )
 from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE
 from usrl.sr.data import ImageDataset, Pair, PatchDataset, SRDataError, find_pairs

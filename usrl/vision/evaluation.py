@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from usrl.distributed import Distributed
 from usrl.nn import calibrate_bn, profile, width
-from usrl.runtime import Distributed
 from usrl.utils import atomic_write, atomic_write_csv, atomic_write_text
 from usrl.vision.models import USMobileNet
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from usrl.distributed import Distributed, report_checksum, unwrap
 from usrl.nn import (
     SandwichLog,
     SandwichResult,
@@ -47,15 +48,12 @@ from usrl.nn import (
 from usrl.runtime import (
     CHECKPOINT_FILE,
     MODEL_FILE,
-    Distributed,
     StopRequest,
     load_resume,
-    report_checksum,
     rng_state,
     save_atomic,
     seed_everything,
     set_rng_state,
-    unwrap,
 )
 from usrl.utils import (
     UsageError,
