@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from usrl.plots import Curve
+
 TOLERANCE = 0.05  # the target: US at most 5% of |the individual net's value| below it
 Cell = dict[str, Any]
 Estimate = tuple[float, float, tuple[float, float]]  # width, statistic, 95% interval
@@ -175,19 +177,14 @@ def poi_panel(ax: Any, intervals: dict[str, Any]) -> None:
     ax.set_title("probability of improvement", fontsize=10)
 
 
-def curve_band(ax: Any, curve: list[Estimate], xs: Sequence[float] | None = None, **plot_kwargs: Any) -> None:
-    """Plot a method's statistic against width (or ``xs``, e.g. MMACs) with its interval as a band."""
-    x = [w for w, _, _ in curve] if xs is None else list(xs)
-    (line,) = ax.plot(x, [e for _, e, _ in curve], marker="o", ms=3, **plot_kwargs)
-    ax.fill_between(x, [ci[0] for *_, ci in curve], [ci[1] for *_, ci in curve], color=line.get_color(), alpha=0.15)
-
-
-def individual_points(ax: Any, curve: list[Estimate], xs: Sequence[float] | None = None) -> None:
-    """Plot the individual nets' statistics with their intervals as error bars."""
-    x = [w for w, _, _ in curve] if xs is None else list(xs)
-    est = np.array([e for _, e, _ in curve])
-    err = np.abs(np.array([ci for *_, ci in curve]).T - est)
-    ax.errorbar(x, est, yerr=err, fmt="ks", capsize=4, label="individual nets")
+def as_curve(label: str, curve: list[Estimate], macs: dict[float, float] | None = None, points: bool = False) -> Curve:
+    """A method's statistic per width, with its intervals as the band, for :mod:`usrl.plots`
+    (``macs``: per-sample MACs by width, for the MMACs panel; ``points``: separately trained nets)."""
+    widths = [w for w, _, _ in curve]
+    band = ([ci[0] for *_, ci in curve], [ci[1] for *_, ci in curve])
+    return Curve(
+        label, widths, [e for _, e, _ in curve], None if macs is None else [macs[w] for w in widths], band, points
+    )
 
 
 GENERATED_SECTIONS = ("## Interval estimates",)

@@ -21,14 +21,14 @@ import json
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from intervals import curve_band, individual_points, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
+from cells import load_cells, mean_std, pending, run_pool, value_at  # noqa: E402
+from intervals import as_curve, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = [0.25, 0.5, 0.75, 1.0]
@@ -87,14 +87,9 @@ def run_cell(task: str, method: str, seed: int, data: str, out_dir: str, crops_s
     return result
 
 
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def at(rows: list[dict[str, Any]], w: float, key: str = "psnr_rgb") -> float | None:
-    return next((r[key] for r in rows if r["width"] is not None and abs(r["width"] - w) < 1e-6), None)
+    """The value of ``key`` at width ``w`` in an evaluation."""
+    return value_at(rows, w, key)
 
 
 def crops_image(data: str, cell_dir: Path, out: Path, scale: int) -> None:
@@ -132,18 +127,14 @@ def crops_image(data: str, cell_dir: Path, out: Path, scale: int) -> None:
 
 def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int], out: Path) -> str:
     """Write sr_<task>.md and sr_<task>.png from the cells; returns the markdown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from usrl.plots import plot_spectrum
     from usrl.utils import atomic_write_text
 
     by: dict[str, list[dict[str, Any]]] = {}
     for c in cells:
         by.setdefault(c["method"], []).append(c)
     bicubic = cells[0]["rows"][0]["psnr_rgb"]
-    fmt = lambda xs: f"{np.mean(xs):.2f} ± {np.std(xs):.2f}" if xs else "–"  # noqa: E731
+    fmt = lambda xs: mean_std(xs, 2)  # noqa: E731
     cfg = TASKS[task]
     lines = [
         f"# PSNR vs width: US-WDSR-A on the {task} data (x{cfg['scale']})",
@@ -175,21 +166,12 @@ def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int
     lines += ["", *interval_lines(intervals, WIDTHS, "PSNR (dB, RGB)")]
     text = "\n".join(lines) + "\n"
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for m in ("us", "us_no_distill"):
-        if intervals["curves"].get(m):
-            curve_band(ax, intervals["curves"][m], label=m)
+    curves = [as_curve(m, intervals["curves"][m]) for m in ("us", "us_no_distill") if intervals["curves"].get(m)]
     if intervals["curves"].get("individual"):
-        individual_points(ax, intervals["curves"]["individual"])
-    ax.axhline(bicubic, color="gray", ls="--", label="bicubic")
-    ax.set_xlabel("width")
-    ax.set_ylabel(f"PSNR (dB, RGB), {intervals['statistic']} over seeds (95% CI)")
-    ax.set_title(f"US-WDSR-A x{cfg['scale']} vs individually trained ({len(seeds)} seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / f"sr_{task}.png", dpi=120)
-    plt.close(fig)
+        curves.append(as_curve("individual nets", intervals["curves"]["individual"], points=True))
+    plot_spectrum(curves, f"PSNR (dB, RGB), {intervals['statistic']} over seeds (95% CI)",
+                  f"US-WDSR-A x{cfg['scale']} vs individually trained ({len(seeds)} seeds)", out / f"sr_{task}.png",
+                  reference=("bicubic", bicubic))  # fmt: skip
     atomic_write_text(out / f"sr_{task}.md", keep_notes(out / f"sr_{task}.md", text))
     return text
 
@@ -211,16 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         from usrl.sr.make_demo_data import write_demo
 
         write_demo(data)
-    todo = [(m, s) for s in args.seeds for m in args.methods if not (cell_dir / f"{m}_s{s}.json").exists()]
+    todo = pending(cell_dir, args.methods, args.seeds)
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
-    jobs = [(args.task, m, s, str(data), str(cell_dir), min(args.seeds)) for m, s in todo]
-    if args.jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as ex:
-            list(ex.map(run_cell, *zip(*jobs, strict=True)))
-    else:
-        for job in jobs:
-            run_cell(*job)
-    cells = [json.loads((cell_dir / f"{m}_s{s}.json").read_text()) for s in args.seeds for m in args.methods]
+    calls = [(args.task, m, s, str(data), str(cell_dir), min(args.seeds)) for m, s in todo]
+    if run_pool(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}"):
+        print("error: cells failed (above); no report written", file=sys.stderr)
+        return 1
+    cells = load_cells(cell_dir, args.methods, args.seeds)
     print(report(args.task, cells, command, args.seeds, args.out))
     if (cell_dir / "us_crops_model.pt").exists():
         crops_image(str(data), cell_dir, args.out / f"sr_{args.task}_crops.png", TASKS[args.task]["scale"])

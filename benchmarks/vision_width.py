@@ -21,14 +21,14 @@ import json
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from intervals import curve_band, individual_points, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
+from cells import load_cells, mean_std, pending, run_pool, value_at  # noqa: E402
+from intervals import as_curve, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = [0.35, 0.5, 0.75, 1.0]
@@ -89,30 +89,20 @@ def run_cell(task: str, method: str, seed: int, data: str, out_dir: str) -> dict
     return result
 
 
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def at(rows: list[dict[str, Any]], w: float, key: str = "top1") -> float | None:
     """The value of ``key`` at width ``w`` in a spectrum."""
-    return next((r[key] for r in rows if abs(r["width"] - w) < 1e-6), None)
+    return value_at(rows, w, key)
 
 
 def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int], out: Path) -> str:
     """Write vision_<task>.md and vision_<task>.png from the cells; returns the markdown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from usrl.plots import plot_spectrum
     from usrl.utils import atomic_write_text
 
     by: dict[str, list[dict[str, Any]]] = {}
     for c in cells:
         by.setdefault(c["method"], []).append(c)
-    fmt = lambda xs: f"{np.mean(xs):.2f} ± {np.std(xs):.2f}" if xs else "–"  # noqa: E731
+    fmt = lambda xs: mean_std(xs, 2)  # noqa: E731
     cfg = TASKS[task]
     macs = {w: at(cells[0]["rows"], w, "macs") or at(by.get(f"individual_{w}", cells)[0]["rows"], w, "macs")
             for w in WIDTHS}  # fmt: skip
@@ -149,26 +139,13 @@ def report(task: str, cells: list[dict[str, Any]], command: str, seeds: list[int
     lines += ["", *interval_lines(intervals, WIDTHS, "top-1 (%)")]
     text = "\n".join(lines) + "\n"
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for m in ("us", "us_no_distill"):
-        curve = intervals["curves"].get(m)
-        if curve:
-            curve_macs = [at(by[m][0]["rows"], w, "macs") / 1e6 for w, _, _ in curve]
-            curve_band(axes[0], curve, label=m)
-            curve_band(axes[1], curve, curve_macs, label=m)
+    curves = [as_curve(m, intervals["curves"][m], {w: at(by[m][0]["rows"], w, "macs") for w in GRID})
+              for m in ("us", "us_no_distill") if intervals["curves"].get(m)]  # fmt: skip
     if intervals["curves"].get("individual"):
-        ind_curve = intervals["curves"]["individual"]
-        individual_points(axes[0], ind_curve)
-        individual_points(axes[1], ind_curve, [macs[w] / 1e6 for w, _, _ in ind_curve])
-    for ax, xlabel in ((axes[0], "width"), (axes[1], "MMACs per image (32x32)")):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"top-1 (%), {intervals['statistic']} over seeds (95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"US-MobileNet v2 vs individually trained, {task} ({len(seeds)} seeds)")
-    fig.tight_layout()
-    fig.savefig(out / f"vision_{task}.png", dpi=120)
-    plt.close(fig)
+        curves.append(as_curve("individual nets", intervals["curves"]["individual"], macs, points=True))
+    plot_spectrum(curves, f"top-1 (%), {intervals['statistic']} over seeds (95% CI)",
+                  f"US-MobileNet v2 vs individually trained, {task} ({len(seeds)} seeds)", out / f"vision_{task}.png",
+                  "MMACs per image (32x32)")  # fmt: skip
     atomic_write_text(out / f"vision_{task}.md", keep_notes(out / f"vision_{task}.md", text))
     return text
 
@@ -193,16 +170,13 @@ def main(argv: list[str] | None = None) -> int:
             from usrl.vision.make_demo_data import write_demo
 
             write_demo(data)
-    todo = [(m, s) for s in args.seeds for m in args.methods if not (cell_dir / f"{m}_s{s}.json").exists()]
+    todo = pending(cell_dir, args.methods, args.seeds)
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
-    jobs = [(args.task, m, s, str(data), str(cell_dir)) for m, s in todo]
-    if args.jobs > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(args.jobs, initializer=_one_thread) as ex:
-            list(ex.map(run_cell, *zip(*jobs, strict=True)))
-    else:
-        for job in jobs:
-            run_cell(*job)
-    cells = [json.loads((cell_dir / f"{m}_s{s}.json").read_text()) for s in args.seeds for m in args.methods]
+    calls = [(args.task, m, s, str(data), str(cell_dir)) for m, s in todo]
+    if run_pool(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}"):
+        print("error: cells failed (above); no report written", file=sys.stderr)
+        return 1
+    cells = load_cells(cell_dir, args.methods, args.seeds)
     print(report(args.task, cells, command, args.seeds, args.out))
     return 0
 

@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cells import cell_path, mean_std, run_pool, value_at  # noqa: E402
 from intervals import (  # noqa: E402
     TOLERANCE,
-    curve_band,
-    individual_points,
+    as_curve,
     interval_estimates,
     interval_lines,
     keep_notes,
@@ -176,7 +176,7 @@ def cell_params(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
 
 def cell_file(out: Path, task: str, algo: str, select: str, params: dict[str, Any], method: str, seed: int) -> Path:
     """Where a cell's JSON lives: ``<out>/cells/<result name of its own overrides>/<method>_s<seed>.json``."""
-    return out / "cells" / result_name(task, algo, select, cell_params(method, params)) / f"{method}_s{seed}.json"
+    return cell_path(out / "cells" / result_name(task, algo, select, cell_params(method, params)), method, seed)
 
 
 CellArgs = tuple[str, str, str, int, str, str, dict[str, Any]]  # run_cell's positional arguments
@@ -196,39 +196,9 @@ def pending_cells(
 
 
 def run_cells(cells: list[CellArgs], jobs: int, time_limit_s: float | None = None) -> int:
-    """Train cells in order, ``jobs`` at a time in worker processes (in this one for ``jobs=1``
-    without a time limit), each on one thread. At ``time_limit_s`` the unfinished cells are
-    stopped (a cell's file is written whole or not at all). Returns how many cells failed; a
-    failure is printed and does not stop the others."""
-    if not cells:
-        return 0
-    if jobs <= 1 and time_limit_s is None:
-        _one_thread()  # cells always train on one thread, so their train times compare across --jobs
-        for cell in cells:
-            run_cell(*cell)
-        return 0
-    import multiprocessing
-
-    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
-    failed = 0
-    pool = multiprocessing.get_context().Pool(max(1, jobs), initializer=_one_thread, maxtasksperchild=1)
-    try:
-        pending = [(cell, pool.apply_async(run_cell, cell)) for cell in cells]
-        for cell, result in pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                result.get(left)
-            except multiprocessing.TimeoutError:
-                unfinished = sum(not r.ready() for _, r in pending)
-                print(f"time limit reached: {unfinished} cells stopped unfinished", flush=True)
-                break
-            except Exception as e:  # noqa: BLE001  (one cell's failure must not lose the others)
-                failed += 1
-                print(f"cell {cell[0]} {cell[1]} {cell[2]} seed {cell[3]} failed: {type(e).__name__}: {e}", flush=True)
-    finally:
-        pool.terminate()
-        pool.join()
-    return failed
+    """Train cells in order, ``jobs`` at a time on one thread each (see :func:`cells.run_pool`);
+    returns how many failed."""
+    return run_pool(run_cell, cells, jobs, time_limit_s, describe=lambda c: f"{c[0]} {c[1]} {c[2]} seed {c[3]}")
 
 
 def machine() -> dict[str, Any]:
@@ -336,14 +306,6 @@ def run_cell(
     return result
 
 
-def _one_thread() -> None:
-    """Cells train on one torch thread: parallel multi-threaded workers would oversubscribe the
-    cores, and one thread is what the recorded train times mean."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def auc(rows: list[dict[str, Any]]) -> float:
     """Mean return over the width range (trapezoid area under the width-return curve / range)."""
     w = np.array([r["width"] for r in rows])
@@ -355,7 +317,7 @@ def auc(rows: list[dict[str, Any]]) -> float:
 
 def at(rows: list[dict[str, Any]], w: float) -> float | None:
     """The mean return at width ``w`` (None if not evaluated)."""
-    return next((r["mean_return"] for r in rows if abs(r["width"] - w) < 1e-6), None)
+    return value_at(rows, w, "mean_return")
 
 
 def result_name(task: str, algo: str, select: str = "final", params: dict[str, Any] | None = None) -> str:
@@ -385,10 +347,12 @@ def report(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from usrl.plots import draw_curves
+
     by_method: dict[str, list[dict[str, Any]]] = {}
     for c in cells:
         by_method.setdefault(c["method"], []).append(c)
-    fmt = lambda xs: f"{np.mean(xs):.1f} ± {np.std(xs):.1f}" if xs else "–"  # noqa: E731
+    fmt = lambda xs: mean_std(xs, 1)  # noqa: E731
     lines = [
         f"# Width vs return: {task} ({TASKS[task]['env']}), US-{algo.upper()}",
         "",
@@ -480,11 +444,11 @@ def report(
     text = "\n".join(lines)
 
     fig, (ax, pax) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
-    for method in ["us", "us_no_distill", "us_no_sandwich"]:
-        if intervals["curves"].get(method):
-            curve_band(ax, intervals["curves"][method], label=method)
+    curves = [as_curve(m, intervals["curves"][m]) for m in ("us", "us_no_distill", "us_no_sandwich")
+              if intervals["curves"].get(m)]  # fmt: skip
     if intervals["curves"].get("individual"):
-        individual_points(ax, intervals["curves"]["individual"])
+        curves.append(as_curve("individual nets", intervals["curves"]["individual"], points=True))
+    draw_curves(ax, curves)
     ax.set_xlabel("width")
     ax.set_ylabel(f"{intervals['statistic']} of the seeds' mean returns (95% CI)")
     poi_panel(pax, intervals)

@@ -144,34 +144,15 @@ def _observation_batches(model: Any, env: Any, seed: int, n: int = 20) -> list[n
 def plot(rows_by_label: dict[str, list[dict[str, Any]]], title: str, path: Path) -> list[str]:
     """Return +- std against width (left) and against MMACs (right), one line per sweep.
     Returns the legend labels drawn."""
-    import matplotlib
+    from usrl.plots import Curve, plot_spectrum
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_w, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    curves = []
     for label, rows in rows_by_label.items():
-        w = np.array([r["width"] for r in rows])
-        m = np.array([r["mean_return"] for r in rows])
-        s = np.array([r["std_return"] for r in rows])
-        macs = np.array([r["macs"] for r in rows]) / 1e6
-        for ax, x in ((ax_w, w), (ax_m, macs)):
-            (line,) = ax.plot(x, m, marker="o", ms=3, label=label)
-            ax.fill_between(x, m - s, m + s, color=line.get_color(), alpha=0.15)
-    ax_w.set_xlabel("width")
-    ax_m.set_xlabel("MMACs per observation")
-    for ax in (ax_w, ax_m):
-        ax.set_ylabel("mean episode return (± std)")
-        ax.grid(alpha=0.3)
-    ax_w.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    from usrl.utils import atomic_write
-
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    labels = [t.get_text() for t in ax_w.get_legend().get_texts()]
-    plt.close(fig)
-    return labels
+        mean, std = np.array([r["mean_return"] for r in rows]), np.array([r["std_return"] for r in rows])
+        curves.append(
+            Curve(label, [r["width"] for r in rows], mean, [r["macs"] for r in rows], (mean - std, mean + std))
+        )
+    return plot_spectrum(curves, "mean episode return (± std)", title, path, "MMACs per observation")
 
 
 def main(argv: list[str] | None = None) -> int:

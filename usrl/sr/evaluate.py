@@ -29,7 +29,6 @@ from usrl.sr.models import WDSR
 from usrl.utils import (
     UsageError,
     UsageParser,
-    atomic_write,
     atomic_write_csv,
     atomic_write_text,
     cli_main,
@@ -94,26 +93,13 @@ def evaluate(
 
 def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     """PSNR (RGB) against width and against MMACs, with the bicubic level as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from usrl.plots import Curve, plot_spectrum
 
     model_rows = [r for r in rows if r["method"] != "bicubic"]
     bicubic = next(r["psnr_rgb"] for r in rows if r["method"] == "bicubic")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, xlabel in ((axes[0], "width", "width"), (axes[1], "macs", "MMACs per LR image")):
-        xs = [r[key] / (1e6 if key == "macs" else 1) for r in model_rows]
-        ax.plot(xs, [r["psnr_rgb"] for r in model_rows], marker="o", ms=3, label=model_rows[0]["method"])
-        ax.axhline(bicubic, color="gray", ls="--", label="bicubic")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("PSNR (dB, RGB)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), suffix=".png")
-    plt.close(fig)
+    curve = Curve(model_rows[0]["method"], [r["width"] for r in model_rows], [r["psnr_rgb"] for r in model_rows],
+                  [r["macs"] for r in model_rows])  # fmt: skip
+    plot_spectrum([curve], "PSNR (dB, RGB)", title, path, "MMACs per LR image", reference=("bicubic", bicubic))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from usrl import plots
 from usrl.distributed import Distributed
 from usrl.nn import calibrate_bn, profile, width
-from usrl.utils import atomic_write, atomic_write_csv, atomic_write_text
+from usrl.utils import atomic_write_csv, atomic_write_text
 from usrl.vision.models import USMobileNet
 
 SPECTRUM_COLUMNS = ["width", "top1", "top5", "macs", "params", "n_images"]
@@ -94,24 +95,9 @@ def evaluate_widths(
 
 def plot_spectrum(curves: dict[str, list[dict[str, Any]]], title: str, path: Path) -> None:
     """Top-1 accuracy against width and against MMACs, one line per entry of ``curves``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for label, rows in curves.items():
-        axes[0].plot([r["width"] for r in rows], [r["top1"] for r in rows], marker="o", ms=3, label=label)
-        axes[1].plot([r["macs"] / 1e6 for r in rows], [r["top1"] for r in rows], marker="o", ms=3, label=label)
-    for ax, xlabel in ((axes[0], "width"), (axes[1], "MMACs per image")):
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), suffix=".png")
-    plt.close(fig)
+    lines = [plots.Curve(label, [r["width"] for r in rows], [r["top1"] for r in rows], [r["macs"] for r in rows])
+             for label, rows in curves.items()]  # fmt: skip
+    plots.plot_spectrum(lines, "top-1 accuracy (%)", title, path, "MMACs per image")
 
 
 def write_spectrum(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any], label: str) -> None:
