@@ -161,7 +161,7 @@ def trained(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_short_training_beats_bicubic_on_held_out_images(trained: Path, demo: Path, tmp_path: Path) -> None:
     from usrl.sr.evaluate import main
 
-    for name in ("config.json", "checkpoint.pt", "model.pt", "eval.csv"):
+    for name in ("config.yml", "checkpoint.pt", "model.pt", "evaluations.csv"):
         assert (trained / name).is_file(), name
     assert list((trained / "tb").glob("events.*"))
     out = tmp_path / "eval"
@@ -198,7 +198,7 @@ def test_resume_continues_to_more_steps(trained: Path, demo: Path, tmp_path: Pat
     assert res.returncode == 0, res.stderr
     ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 320 and (run / "model.pt").is_file()
-    steps = [int(r["step"]) for r in csv.DictReader(open(run / "eval.csv"))]
+    steps = [int(r["step"]) for r in csv.DictReader(open(run / "evaluations.csv"))]
     assert steps[0] == 150 and steps[-1] == 320
     assert len(list((run / "tb").glob("events.*"))) == 2  # same tensorboard folder, a second file
 
@@ -292,7 +292,7 @@ def test_training_makes_lr_images_when_only_hr_is_given(tmp_path: Path) -> None:
     res = _train(["--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--scale", "3",
                   "--eval-every", "2", *TINY], tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    rows = list(csv.DictReader(open(tmp_path / "run" / "eval.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "run" / "evaluations.csv")))
     assert len(rows) == 3 and all(float(r["psnr"]) > 20 for r in rows)  # near bicubic from the start
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 
 from usrl.nn import USConv2d, calibrate_bn, export_fixed_width, profile, width
@@ -186,7 +187,7 @@ def test_build_model_round_trips_and_rejects_bad_configs() -> None:
 
 
 def test_train_cli_writes_every_artifact(trained: Path) -> None:
-    for name in ("config.json", "checkpoint.pt", "model.pt", "history.csv", "spectrum.csv", "spectrum.json",
+    for name in ("config.yml", "checkpoint.pt", "model.pt", "evaluations.csv", "spectrum.csv", "spectrum.json",
                  "spectrum.png"):  # fmt: skip
         assert (trained / name).is_file(), name
     rows = list(csv.DictReader(open(trained / "spectrum.csv")))
@@ -197,8 +198,11 @@ def test_train_cli_writes_every_artifact(trained: Path) -> None:
         profile(us_mobilenet_v2(num_classes=4, resolution=32), (3, 32, 32), w)["macs"] for w in (0.35, 0.7, 1.0)
     ]
     assert any(p.name.startswith("events.out.tfevents") for p in (trained / "tb").iterdir())
-    history = list(csv.DictReader(open(trained / "history.csv")))
+    history = list(csv.DictReader(open(trained / "evaluations.csv")))
     assert [float(r["width"]) for r in history] == [0.35, 0.675, 1.0] and {r["epoch"] for r in history} == {"1"}
+    assert [int(r["macs"]) for r in history][::2] == macs[::2]  # the same cost columns as the spectrum
+    config = yaml.safe_load((trained / "config.yml").read_text())
+    assert config["model"]["arch"] == "us_mobilenet_v2" and (config["args"]["epochs"], config["args"]["seed"]) == (1, 3)
 
 
 def test_evaluate_and_export_clis(trained: Path, data: Path, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Export a trained model: one width as plain torch layers, or a US-DQN's small acting zip.
 
     python -m usrl.export logs/dqn/Pong_1 --width 0.5 --out pong_w0.5.onnx      # RL: actions out
-    python -m usrl.export runs/vision/us_mobilenet_v2_1 --width 0.5 --out mnv2_w0.5.pt2
-    python -m usrl.export runs/sr/wdsr_a_x2_1 --width 0.25 --out wdsr_w0.25.onnx
+    python -m usrl.export logs/vision/us_mobilenet_v2_1 --width 0.5 --out mnv2_w0.5.pt2
+    python -m usrl.export logs/sr/wdsr_a_x2_1 --width 0.25 --out wdsr_w0.25.onnx
     python -m usrl.export logs/dqn/Pong_1 --out pong_us_dqn.zip                  # every width, float16
 
 With ``--width``: ``.onnx``, ``.pt2`` (``torch.export``) or ``.pt`` (pickled module), equal in

@@ -1,8 +1,8 @@
 """Measure a trained model's latency per width on this device and find its Pareto widths.
 
     python -m usrl.latency logs/dqn/Pong_1 --widths 0.25:1.0:0.025 --batch 64
-    python -m usrl.latency runs/vision/us_mobilenet_v2_1 --batch 1
-    python -m usrl.latency runs/sr/wdsr_a_x2_1 --input-size 180x320
+    python -m usrl.latency logs/vision/us_mobilenet_v2_1 --batch 1
+    python -m usrl.latency logs/sr/wdsr_a_x2_1 --input-size 180x320
     python -m usrl.latency logs/ppo/CartPole-v1_1 --budget-ms 0.5      # also: the width for a budget
 
 Times the deployment path: an RL run's acting network (observations to Q-values or action

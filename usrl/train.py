@@ -37,7 +37,7 @@ from usrl.hyperparams import (
     shipped_presets,
     to_model_kwargs,
 )
-from usrl.utils import UsageError, UsageParser, cli_main
+from usrl.utils import UsageError, UsageParser, cli_main, write_run_config
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -345,8 +345,6 @@ def _prepare_resume(args: argparse.Namespace, command: str) -> Job:
 
 
 def _write_config(job: Job) -> None:
-    from usrl.utils import atomic_write_text
-
     cfg = {
         "algo": job.algo, "env": job.env_name, "env_id": job.env_id, "family": job.family, "seed": job.seed,
         "hyperparams": _plain(job.hyperparams),
@@ -354,7 +352,7 @@ def _write_config(job: Job) -> None:
         "save_freq": job.save_freq, "tensorboard_log": job.tensorboard_log, "trained_agent": job.trained_agent,
         "command": job.command, "versions": versions(),
     }  # fmt: skip
-    atomic_write_text(job.run_dir / "config.yml", yaml.safe_dump(cfg, sort_keys=False))
+    write_run_config(job.run_dir, cfg)
 
 
 def _update_total(job: Job) -> None:

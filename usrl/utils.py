@@ -1,7 +1,7 @@
 """Small helpers shared by the command-line tools (RL, vision, SR): one-line usage errors and
-the entry-point wrapper, width grids, the shared --device and --distill flags, atomic file writes
-and run folders. Depends only on the standard library (``resolve_device`` imports torch when
-called)."""
+the entry-point wrapper, width grids, the shared --device and --distill flags, atomic file writes,
+run folders and their config.yml. Depends only on the standard library (``resolve_device`` and
+``write_run_config`` import torch and PyYAML when called)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 
 class UsageError(Exception):
@@ -96,6 +96,16 @@ def next_run_dir(log_folder: str | Path, algo: str, env_name: str) -> Path:
     pattern = re.compile(rf"^{re.escape(env_name)}_(\d+)$")
     ks = [int(m.group(1)) for p in base.glob(f"{env_name}_*") if (m := pattern.match(p.name))]
     return base / f"{env_name}_{max(ks, default=0) + 1}"
+
+
+def write_run_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """A run folder's ``config.yml`` (what the run was started with), as every trainer writes it."""
+    import json
+
+    import yaml
+
+    plain = json.loads(json.dumps(config, default=str))  # tuples to lists, paths to strings
+    atomic_write_text(run_dir / "config.yml", yaml.safe_dump(plain, sort_keys=False))
 
 
 def resolve_distill_flags(

@@ -1,6 +1,6 @@
 """PSNR/SSIM-vs-width spectrum of a trained US-WDSR, with the bicubic baseline.
 
-    python -m usrl.sr.evaluate runs/sr/wdsr_a_x2_1 --widths 0.25:1.0:0.05 --data DIR
+    python -m usrl.sr.evaluate logs/sr/wdsr_a_x2_1 --widths 0.25:1.0:0.05 --data DIR
 
 For each width: mean PSNR and SSIM over the split's images, on RGB and on Y (BT.601), with a
 border of ``scale`` pixels shaved and the output rounded to 8 bits (see ``usrl.sr.metrics``),

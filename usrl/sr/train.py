@@ -2,21 +2,20 @@
 
     python -m usrl.sr.train --arch wdsr_a --scale 2 --data DIR --steps 300000
     torchrun --nproc_per_node 4 -m usrl.sr.train --arch wdsr_b --scale 2 --data DIR
-    python -m usrl.sr.train --resume runs/sr/wdsr_a_x2_1
+    python -m usrl.sr.train --resume logs/sr/wdsr_a_x2_1
 
 DIR has DIV2K's layout (DIV2K_train_HR/, optionally DIV2K_train_LR_bicubic/X<s>/, and the same
 for "valid"). Each step trains the largest width on the HR patches (L1), the smallest and
 n-2 random widths on the largest width's detached output (inplace distillation; mixed with the
 HR loss by --distill-weight < 1; --distill none: every width on the HR loss), accumulating
-gradients for one Adam step. The run folder receives config.json, checkpoint.pt (resumable,
-written atomically every --save-freq steps), model.pt (final weights), eval.csv (PSNR on the
+gradients for one Adam step. The run folder receives config.yml, checkpoint.pt (resumable,
+written atomically every --save-freq steps), model.pt (final weights), evaluations.csv (PSNR on the
 valid split at a few widths every --eval-freq steps) and tensorboard events.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -55,11 +54,11 @@ from usrl.utils import (
     UsageError,
     UsageParser,
     atomic_write_csv,
-    atomic_write_text,
     cli_main,
     next_run_dir,
     resolve_device,
     resolve_distill_flags,
+    write_run_config,
 )
 
 
@@ -72,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, choices=SCALES, default=2)
     p.add_argument("--data", help="data folder in DIV2K's layout")
     p.add_argument("--out", help="run folder (default: <log-folder>/sr/<model>_x<scale>_<k>)")
-    p.add_argument("-f", "--log-folder", default="runs", help="root of the run folders (default runs/)")
+    p.add_argument("-f", "--log-folder", default="logs", help="root of the run folders (default logs/)")
     p.add_argument("--steps", type=int, help="optimizer steps (default 300000; with --resume: a new total)")
     p.add_argument("--batch-size", type=int, default=16, help="patches per step (per process under torchrun)")
     p.add_argument("--patch-size", type=int, default=48, help="LR patch side")
@@ -276,8 +275,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
-            atomic_write_text(run_dir / "config.json", json.dumps({"model": config, "args": vars(args),
-                                                                   "command": " ".join(sys.argv)}, indent=1))  # fmt: skip
+            write_run_config(run_dir, {"model": config, "args": vars(args), "command": " ".join(sys.argv)})
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=step if ckpt is not None else None)
@@ -326,7 +324,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
                         for w, value in result.items():
                             eval_rows.append({"step": step, "width": w, "psnr": round(value, 4)})
                             writer.add_scalar(f"eval/psnr_w{w:.2f}", value, step)  # type: ignore[union-attr]
-                        atomic_write_csv(run_dir / "eval.csv", eval_rows, ["step", "width", "psnr"])
+                        atomic_write_csv(run_dir / "evaluations.csv", eval_rows, ["step", "width", "psnr"])
                         if args.verbose:
                             rate = (step - t_step) / (time.perf_counter() - t0)
                             text = ", ".join(f"w={w:g}: {v:.2f} dB" for w, v in result.items())

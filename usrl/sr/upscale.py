@@ -1,6 +1,6 @@
 """Upscale one image with a trained US-WDSR at a chosen width.
 
-python -m usrl.sr.upscale runs/sr/wdsr_a_x2_1 --width 0.5 in.png out.png
+python -m usrl.sr.upscale logs/sr/wdsr_a_x2_1 --width 0.5 in.png out.png
 """
 
 from __future__ import annotations

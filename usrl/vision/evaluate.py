@@ -1,6 +1,6 @@
 """Accuracy-vs-width spectrum of a trained US-MobileNet (the US-Nets FLOPs-accuracy curve).
 
-    python -m usrl.vision.evaluate runs/vision/us_mobilenet_v2_1 --widths 0.35:1.0:0.025
+    python -m usrl.vision.evaluate logs/vision/us_mobilenet_v2_1 --widths 0.35:1.0:0.025
 
 For each width: BatchNorm calibration on --calib-batches shuffled training batches (evaluation
 transform), then top-1/top-5 on the split, with the MACs and parameters at the model's

@@ -1,8 +1,8 @@
 """Export one width of a trained US-MobileNet as a network of standard torch layers
 (``python -m usrl.export RUN --width W --out FILE`` does the same for every kind of run).
 
-    python -m usrl.vision.export runs/vision/us_mobilenet_v2_1 --width 0.5 --out mnv2_w0.5.pt2
-    python -m usrl.vision.export runs/vision/us_mobilenet_v2_1 --width 0.5 --out mnv2_w0.5.onnx
+    python -m usrl.vision.export logs/vision/us_mobilenet_v2_1 --width 0.5 --out mnv2_w0.5.pt2
+    python -m usrl.vision.export logs/vision/us_mobilenet_v2_1 --width 0.5 --out mnv2_w0.5.onnx
 
 The width's BatchNorm statistics come from the checkpoint when it holds them (model.pt keeps
 those of the final spectrum widths); otherwise they are calibrated first on --calib-batches

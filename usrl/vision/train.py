@@ -3,7 +3,7 @@
     python -m usrl.vision.train --arch us_mobilenet_v2 --data DIR
     torchrun --nproc_per_node 8 -m usrl.vision.train --arch us_mobilenet_v2 --data DIR
     torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node 8 -m usrl.vision.train ...
-    python -m usrl.vision.train --resume runs/vision/us_mobilenet_v2_1
+    python -m usrl.vision.train --resume logs/vision/us_mobilenet_v2_1
 
 DIR has ImageFolder trees train/<class>/ and val/<class>/ (ImageNet's layout). Each step trains
 the largest width on the labels (cross-entropy with --label-smoothing), the smallest and n-2
@@ -15,16 +15,15 @@ US-Nets' ImageNet setting.
 
 After every --eval-freq epochs: BatchNorm calibration on --calib-batches training batches at
 each of --eval-widths, then top-1/top-5 on val. After the last epoch the same at --final-widths,
-written as spectrum.csv/json/png. The run folder also receives config.json, checkpoint.pt
+written as spectrum.csv/json/png. The run folder also receives config.yml, checkpoint.pt
 (resumable, written atomically every epoch), model.pt (final weights with the calibrated
-statistics of the final widths), history.csv and tensorboard events.
+statistics of the final widths), evaluations.csv and tensorboard events.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import sys
 import time
@@ -59,12 +58,12 @@ from usrl.utils import (
     UsageError,
     UsageParser,
     atomic_write_csv,
-    atomic_write_text,
     cli_main,
     next_run_dir,
     parse_widths,
     resolve_device,
     resolve_distill_flags,
+    write_run_config,
 )
 from usrl.vision.data import (
     Augment,
@@ -79,7 +78,7 @@ from usrl.vision.evaluation import Shard, evaluate_widths, format_table, write_s
 from usrl.vision.models import ARCH_WIDTH_RANGES, ARCHS, USMobileNet, build_model
 
 KIND = "usrl.vision"
-HISTORY_COLUMNS = ["epoch", "width", "top1", "top5", "train_loss"]
+EVAL_COLUMNS = ["epoch", "width", "macs", "params", "top1", "top5", "train_loss"]
 CHECK_IMAGES_UP_TO = 50_000  # datasets up to this size get every image header checked before training
 
 
@@ -91,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=ARCHS, help="default us_mobilenet_v2")
     p.add_argument("--data", help="folder with train/ and val/ ImageFolder trees")
     p.add_argument("--out", help="run folder (default: <log-folder>/vision/<arch>_<k>)")
-    p.add_argument("-f", "--log-folder", default="runs", help="root of the run folders (default runs/)")
+    p.add_argument("-f", "--log-folder", default="logs", help="root of the run folders (default logs/)")
     p.add_argument("--epochs", type=int, help="default 250 (with --resume: a new total)")
     p.add_argument("--batch-size", type=int, default=256, help="images per step per process")
     p.add_argument("--lr", type=float, help="peak learning rate (default 0.5 * global batch / 1024)")
@@ -339,8 +338,8 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
-            atomic_write_text(run_dir / "config.json", json.dumps({"model": config, "classes": data["classes"],
-                              "args": vars(args), "command": " ".join(sys.argv)}, indent=1))  # fmt: skip
+            write_run_config(run_dir, {"model": config, "classes": data["classes"], "args": vars(args),
+                                       "command": " ".join(sys.argv)})  # fmt: skip
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(
@@ -416,13 +415,13 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
                 rows = []
                 if args.eval_every > 0 and (epoch % args.eval_every == 0 or epoch == args.epochs):
                     rows = validate(eval_widths, args.progress)
-                    history += [{"epoch": epoch, "width": r["width"], "top1": r["top1"], "top5": r["top5"],
+                    history += [{**{k: r[k] for k in ("width", "macs", "params", "top1", "top5")}, "epoch": epoch,
                                  "train_loss": round(train_loss, 5)} for r in rows]  # fmt: skip
                 if dist.main:
                     for r in rows:
                         writer.add_scalar(f"val/top1_w{r['width']:.2f}", r["top1"], global_step)  # type: ignore[union-attr]
                         writer.add_scalar(f"val/top5_w{r['width']:.2f}", r["top5"], global_step)  # type: ignore[union-attr]
-                    atomic_write_csv(run_dir / "history.csv", history, HISTORY_COLUMNS)
+                    atomic_write_csv(run_dir / "evaluations.csv", history, EVAL_COLUMNS)
                     checkpoint()
                     if args.verbose:
                         acc = ", ".join(f"w={r['width']:g}: {r['top1']:.2f}%" for r in rows)
