@@ -50,7 +50,7 @@ def method_args(method: str) -> tuple[list[str], list[float]]:
     if method.startswith("individual_"):
         w = method.split("_")[1]
         return ["--width-range", w, w, "--n-widths", "1"], [float(w)]
-    return (["--no-distill"] if method == "us_no_distill" else []), GRID
+    return (["--distill", "none"] if method == "us_no_distill" else []), GRID
 
 
 def run_cell(task: str, method: str, seed: int, data: str, out_dir: str, crops_seed: int) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def run_cell(task: str, method: str, seed: int, data: str, out_dir: str, crops_s
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         args = ["--data", data, "--out", str(run), "--scale", str(cfg["scale"]), "--steps", str(cfg["steps"]),
-                "--seed", str(seed), "--eval-every", "0", "--save-every", str(cfg["steps"]), "--workers", "0",
+                "--seed", str(seed), "--eval-freq", "0", "--save-freq", str(cfg["steps"]), "--workers", "0",
                 "--cache", "--device", "cpu", "--verbose", "0", *cfg["train"], *extra]  # fmt: skip
         t0 = time.perf_counter()
         if train(args) != 0:

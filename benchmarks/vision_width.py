@@ -34,7 +34,7 @@ RESULTS = Path(__file__).parent / "results"
 WIDTHS = [0.35, 0.5, 0.75, 1.0]
 GRID = [round(0.35 + 0.05 * i, 2) for i in range(14)]  # 0.35 ... 1.0
 COMMON = ["--arch", "us_mobilenet_v2", "--resolution", "32", "--no-flip", "--crop-scale", "0.5", "1",
-          "--eval-every", "0", "--device", "cpu", "--verbose", "0"]  # fmt: skip
+          "--eval-freq", "0", "--device", "cpu", "--verbose", "0"]  # fmt: skip
 TASKS: dict[str, dict[str, Any]] = {
     "digits": {"epochs": 20, "train": ["--batch-size", "64", "--lr", "0.02", "--warmup-epochs", "2",
                                         "--workers", "1"]},
@@ -48,7 +48,7 @@ def method_args(method: str) -> list[str]:
     if method.startswith("individual_"):
         w = method.split("_")[1]
         return ["--width-range", w, w, "--n-widths", "1", "--final-widths", w]
-    return (["--no-distill"] if method == "us_no_distill" else []) + ["--final-widths", *map(str, GRID)]
+    return (["--distill", "none"] if method == "us_no_distill" else []) + ["--final-widths", *map(str, GRID)]
 
 
 def write_tiny_data(root: Path) -> None:
