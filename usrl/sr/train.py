@@ -305,7 +305,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
                         break
                     widths = sandwich_widths(args.n_widths, low, high, generator)
                     optimizer.zero_grad(set_to_none=True)
-                    train = train_step(
+                    trained = train_step(
                         net, lr_img.to(device, non_blocking=True), hr_img.to(device, non_blocking=True), widths,
                         not args.no_distill, args.distill_weight, getattr(net, "no_sync", None), args.distill_loss,
                     )  # fmt: skip
@@ -314,9 +314,9 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
                     step += 1
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{train.widths[0].loss:.4f}")
+                        bar.set_postfix(loss=f"{trained.widths[0].loss:.4f}")
                     if writer is not None and step % 50 == 0:
-                        for key, value in SandwichLog.of(train).means().items():
+                        for key, value in SandwichLog.of(trained).means().items():
                             writer.add_scalar(key, value, step)
                         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                     if dist.main and args.eval_every > 0 and (step % args.eval_every == 0 or step == args.steps):
