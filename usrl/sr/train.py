@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-loss", choices=["l1", "mse"], help=argparse.SUPPRESS)
     p.add_argument("--no-distill", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
-        "--eval-freq", "--eval-every", dest="eval_every", type=int, default=5000,
+        "--eval-freq", "--eval-every", dest="eval_every", type=int, metavar="N", default=5000,
         help="PSNR on the valid split every N steps (0: never)",
     )  # fmt: skip
     p.add_argument("--eval-widths", type=float, nargs="+", help="default: low, middle and high of the range")
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-every",
         dest="save_every",
         type=int,
+        metavar="N",
         default=5000,
         help="resumable checkpoint every N steps",
     )

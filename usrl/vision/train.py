@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--amp", action=argparse.BooleanOptionalAction, default=None, help="fp16 autocast (default: on CUDA)"
     )
     p.add_argument(
-        "--eval-freq", "--eval-every", dest="eval_every", type=int, default=1,
+        "--eval-freq", "--eval-every", dest="eval_every", type=int, metavar="N", default=1,
         help="validate every N epochs (0: only at the end)",
     )  # fmt: skip
     p.add_argument("--eval-widths", type=float, nargs="+", help="default: low, middle and high of the range")
