@@ -294,6 +294,8 @@ def test_training_makes_lr_images_when_only_hr_is_given(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader(open(tmp_path / "run" / "evaluations.csv")))
     assert len(rows) == 3 and all(float(r["psnr"]) > 20 for r in rows)  # near bicubic from the start
+    macs = [int(r["macs"]) for r in sorted(rows, key=lambda r: float(r["width"]))]
+    assert 0 < macs[0] < macs[1] < macs[2] and all(int(r["params"]) > 0 for r in rows)
 
 
 def test_sigint_saves_the_current_step_and_resume_finishes(demo: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from usrl.nn import profile, width
 from usrl.sr.checkpoint import load_model_for_cli, resolve_checkpoint
 from usrl.sr.data import ImageDataset, SRDataError, bicubic_resize, find_pairs, to_tensor, to_uint8
 from usrl.sr.metrics import psnr, ssim
-from usrl.sr.models import WDSR
+from usrl.sr.models import LR_SIZE, WDSR
 from usrl.utils import (
     UsageError,
     UsageParser,
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data folder in DIV2K's layout")
     p.add_argument("--split", default="valid", help="split to evaluate (default valid)")
     p.add_argument("--widths", nargs="+", default=["0.25:1.0:0.05"], help="START:STOP:STEP or a list")
-    p.add_argument("--lr-size", type=int, nargs=2, default=[320, 180], metavar=("W", "H"), help="LR size for MACs")
+    p.add_argument("--lr-size", type=int, nargs=2, default=list(LR_SIZE), metavar=("W", "H"), help="LR size for MACs")
     p.add_argument("--out", help="output folder (default: <run>/eval)")
     p.add_argument("--label", help="name of this model in the outputs")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -15,6 +15,8 @@ from usrl.nn import DEFAULT_WIDTH_RANGE, USWNConv2d, check_width_range, make_sli
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 ARCHS = ("wdsr_a", "wdsr_b")
 SCALES = (2, 3, 4)
+LR_SIZE = (320, 180)
+"""The LR input (width, height) that MACs are reported for unless told: a 640x360 output at x2."""
 
 
 def _cubic(x: float, a: float = -0.5) -> float:

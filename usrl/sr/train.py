@@ -34,6 +34,7 @@ from usrl.nn import (
     SandwichResult,
     check_width_range,
     get_distill_loss,
+    profile,
     sandwich_step,
     sandwich_widths,
     width_control,
@@ -49,7 +50,7 @@ from usrl.runtime import (
 from usrl.sr.checkpoint import CHECKPOINT_FILE, MODEL_FILE
 from usrl.sr.data import ImageDataset, Pair, PatchDataset, SRDataError, find_pairs
 from usrl.sr.metrics import psnr
-from usrl.sr.models import ARCHS, SCALES, WDSR, build_model
+from usrl.sr.models import ARCHS, LR_SIZE, SCALES, WDSR, build_model
 from usrl.utils import (
     UsageError,
     UsageParser,
@@ -60,6 +61,9 @@ from usrl.utils import (
     resolve_distill_flags,
     write_run_config,
 )
+
+EVAL_COLUMNS = ["step", "width", "macs", "params", "psnr"]
+"""evaluations.csv: MACs and parameters for an LR input of ``LR_SIZE``, PSNR on the valid split."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,6 +275,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
     )  # fmt: skip
     low, high = model.config["width_range"]
     eval_widths = sorted(set(args.eval_widths or [low, round((low + high) / 2, 4), high]))
+    costs = {w: profile(model, (3, LR_SIZE[1], LR_SIZE[0]), w) for w in eval_widths} if dist.main else {}
 
     writer = None
     if dist.main:
@@ -323,9 +328,9 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, pa
                     if dist.main and args.eval_every > 0 and (step % args.eval_every == 0 or step == args.steps):
                         result = evaluate_psnr(model, valid_set, eval_widths, device)
                         for w, value in result.items():
-                            eval_rows.append({"step": step, "width": w, "psnr": round(value, 4)})
+                            eval_rows.append({"step": step, "width": w, **costs[w], "psnr": round(value, 4)})
                             writer.add_scalar(f"eval/psnr_w{w:.2f}", value, step)  # type: ignore[union-attr]
-                        atomic_write_csv(run_dir / "evaluations.csv", eval_rows, ["step", "width", "psnr"])
+                        atomic_write_csv(run_dir / "evaluations.csv", eval_rows, EVAL_COLUMNS)
                         if args.verbose:
                             rate = (step - t_step) / (time.perf_counter() - t0)
                             text = ", ".join(f"w={w:g}: {v:.2f} dB" for w, v in result.items())
