@@ -1,12 +1,17 @@
 """What the width benchmarks share (width_vs_return.py, vision_width.py, sr_width.py): one JSON
-file per (method, seed) cell, the cells still to train, a pool of one-thread workers with a time
-limit, reading a value at a width, and the "mean ± std" entries of their markdown tables."""
+file per (method, seed) cell, the cells still to train, where cells run (a pool of one-thread
+local workers, or Ray tasks on a cluster: ``--backend``) with a time limit, reading a value at a
+width, and the "mean ± std" entries of their markdown tables."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +41,117 @@ def load_cells(cell_dir: Path, methods: Sequence[str], seeds: Sequence[int]) -> 
     return [json.loads(cell_path(cell_dir, m, s).read_text()) for s in seeds for m in methods]
 
 
+def save_cell(path: Path, result: dict[str, Any]) -> None:
+    """Write a cell's JSON whole or not at all (the driver does this, never a worker)."""
+    from usrl.utils import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=1))
+
+
+@dataclass(frozen=True)
+class RayBackend:
+    """Cells as Ray tasks on a cluster (``--backend ray``).
+
+    ``address`` is that of a running cluster (``"auto"``, ``HOST:PORT``), or None to start a local
+    one for this run. Workers get the benchmark scripts (``working_dir``) and the driver's
+    ``usrl`` through Ray's runtime environment; the packages usrl needs (torch, SB3, ...) must be
+    installed where the workers run. ``paths`` (data folders) must exist on every node and are
+    checked before any cell starts. A cell whose worker process dies is run again up to
+    ``retries`` times; an exception raised by a cell is not retried."""
+
+    address: str | None = None
+    cpus_per_cell: float = 1.0
+    gpus_per_cell: float = 0.0
+    retries: int = 2
+    paths: tuple[str, ...] = ()
+    working_dir: str = str(Path(__file__).resolve().parent)
+    py_modules: tuple[str, ...] = ()
+
+    def runtime_env(self) -> dict[str, Any]:
+        """The runtime environment of the cells: the scripts, usrl and any extra module folders."""
+        import usrl
+
+        return {
+            "working_dir": self.working_dir,
+            "excludes": ["results/", ".data/", "plans/", "__pycache__/"],
+            "py_modules": [str(Path(usrl.__file__).parent), *self.py_modules],
+            "env_vars": {"OMP_NUM_THREADS": str(self.threads)},
+        }
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per cell: its CPU request, at least one."""
+        return max(1, int(self.cpus_per_cell))
+
+
+class BackendError(RuntimeError):
+    """The cluster cannot run the cells (unreachable, or a data folder missing on a node)."""
+
+
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``--backend`` flags that every width benchmark takes."""
+    g = p.add_argument_group("where cells run")
+    g.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: processes on this machine (--jobs); ray: tasks on a Ray cluster")  # fmt: skip
+    g.add_argument("--address", help="Ray cluster: 'auto' (the one this machine belongs to) or HOST:PORT; "
+                   "default: start a local one for this run")  # fmt: skip
+    g.add_argument("--cpus-per-cell", type=float, default=1.0, help="Ray: CPUs per cell (its torch threads)")
+    g.add_argument("--gpus-per-cell", type=float, default=0.0,
+                   help="Ray: GPUs per cell (> 0: the cell trains on cuda)")  # fmt: skip
+    g.add_argument("--retries", type=int, default=2, help="Ray: re-runs of a cell whose worker died")
+
+
+def backend_from_args(
+    p: argparse.ArgumentParser, args: argparse.Namespace, paths: Sequence[str | Path] = ()
+) -> RayBackend | None:
+    """The Ray backend the flags ask for (None: local processes); a flag error exits through ``p``."""
+    if args.backend == "local":
+        given = [f for f, v, d in (("--address", args.address, None), ("--cpus-per-cell", args.cpus_per_cell, 1.0),
+                                   ("--gpus-per-cell", args.gpus_per_cell, 0.0)) if v != d]  # fmt: skip
+        if given:
+            p.error(f"{given[0]} needs --backend ray")
+        return None
+    if args.cpus_per_cell <= 0 or args.gpus_per_cell < 0 or args.retries < 0:
+        p.error("--cpus-per-cell must be > 0, --gpus-per-cell and --retries >= 0")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        p.error('--backend ray needs Ray: pip install -e ".[cluster]"')
+    return RayBackend(args.address, args.cpus_per_cell, args.gpus_per_cell, args.retries,
+                      tuple(str(Path(x).resolve()) for x in paths))  # fmt: skip
+
+
+def cell_device(backend: RayBackend | None) -> str:
+    """The torch device cells train on: cuda where the backend gives each cell a GPU."""
+    return "cuda" if backend is not None and backend.gpus_per_cell > 0 else "cpu"
+
+
 def run_pool(
-    fn: Callable[..., Any],
+    fn: Callable[..., dict[str, Any]],
     calls: Sequence[tuple[Any, ...]],
     jobs: int,
     time_limit_s: float | None = None,
     describe: Callable[[tuple[Any, ...]], str] = str,
+    *,
+    save: Callable[[tuple[Any, ...], dict[str, Any]], None],
+    backend: RayBackend | None = None,
 ) -> int:
-    """Run ``fn(*call)`` for each call in order, ``jobs`` at a time in fresh worker processes (in
-    this one for ``jobs=1`` without a time limit), each on one thread. At ``time_limit_s`` the
-    unfinished calls are stopped (cells write their file whole or not at all). Returns how many
-    failed; a failure is printed (with ``describe(call)``) and does not stop the others."""
+    """Run ``fn(*call)`` for each call, and ``save(call, result)`` here as each one finishes.
+
+    Locally, ``jobs`` at a time in fresh worker processes on one thread each (in this process
+    for ``jobs=1`` without a time limit); with a :class:`RayBackend`, as Ray tasks on its cluster
+    (``jobs`` is then the cluster's business). At ``time_limit_s`` the unfinished calls are
+    stopped. Returns how many failed; a failure is printed (with ``describe(call)``) and does not
+    stop the others. Raises :class:`BackendError` when the cluster cannot run cells at all."""
     if not calls:
         return 0
+    if backend is not None:
+        return _run_ray(fn, calls, backend, time_limit_s, describe, save)
     if jobs <= 1 and time_limit_s is None:
         one_thread()  # cells always train on one thread, so their train times compare across --jobs
         for call in calls:
-            fn(*call)
+            save(call, fn(*call))
         return 0
     import multiprocessing
 
@@ -60,22 +159,119 @@ def run_pool(
     failed = 0
     pool = multiprocessing.get_context().Pool(max(1, jobs), initializer=one_thread, maxtasksperchild=1)
     try:
-        results = [(call, pool.apply_async(fn, call)) for call in calls]
-        for call, result in results:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                result.get(left)
-            except multiprocessing.TimeoutError:
-                unfinished = sum(not r.ready() for _, r in results)
-                print(f"time limit reached: {unfinished} cells stopped unfinished", flush=True)
+        running = [(call, pool.apply_async(fn, call)) for call in calls]
+        while running:
+            for item in [item for item in running if item[1].ready()]:
+                running.remove(item)
+                call, result = item
+                try:
+                    value = result.get(0)
+                except Exception as e:  # noqa: BLE001  (one cell's failure must not lose the others)
+                    failed += 1
+                    print(f"cell {describe(call)} failed: {type(e).__name__}: {e}", flush=True)
+                else:
+                    save(call, value)
+            if running and deadline is not None and time.monotonic() >= deadline:
+                print(f"time limit reached: {len(running)} cells stopped unfinished", flush=True)
                 break
-            except Exception as e:  # noqa: BLE001  (one cell's failure must not lose the others)
-                failed += 1
-                print(f"cell {describe(call)} failed: {type(e).__name__}: {e}", flush=True)
+            if running:
+                time.sleep(0.1)
     finally:
         pool.terminate()
         pool.join()
     return failed
+
+
+def _ray_cell(fn: Callable[..., dict[str, Any]], call: tuple[Any, ...], threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(*call)
+
+
+def _missing(paths: Sequence[str]) -> list[str]:
+    return [p for p in paths if not Path(p).exists()]
+
+
+def _by_name(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as its module's attribute: a script's functions (module ``__main__``) are sent to
+    the workers by the script's module name, which they import from the working dir."""
+    if fn.__module__ != "__main__":
+        return fn
+    import importlib
+
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    if main_file is None:
+        raise BackendError(f"{fn.__qualname__} is defined interactively: Ray workers cannot import it")
+    return getattr(importlib.import_module(Path(main_file).stem), fn.__qualname__)
+
+
+def _run_ray(
+    fn: Callable[..., dict[str, Any]],
+    calls: Sequence[tuple[Any, ...]],
+    backend: RayBackend,
+    time_limit_s: float | None,
+    describe: Callable[[tuple[Any, ...]], str],
+    save: Callable[[tuple[Any, ...], dict[str, Any]], None],
+) -> int:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # runs offline: no usage reports
+    import ray
+
+    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+    try:
+        ray.init(address=backend.address, include_dashboard=False, runtime_env=backend.runtime_env(),
+                 logging_level="warning", configure_logging=True)  # fmt: skip
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise BackendError(f"cannot reach the Ray cluster at {backend.address or 'a new local cluster'}: {e}") from None
+    failed = 0
+    try:
+        _check_paths(ray, backend.paths)
+        task = ray.remote(_ray_cell).options(num_cpus=backend.cpus_per_cell, num_gpus=backend.gpus_per_cell,
+                                             max_retries=backend.retries, retry_exceptions=False)  # fmt: skip
+        fn = _by_name(fn)
+        running = {task.remote(fn, call, backend.threads): call for call in calls}
+        while running:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, _ = ray.wait(list(running), num_returns=1, timeout=left)
+            if not done:
+                print(f"time limit reached: {len(running)} cells stopped unfinished", flush=True)
+                for ref in running:
+                    ray.cancel(ref, force=True)
+                break
+            call = running.pop(done[0])
+            try:
+                value = ray.get(done[0])
+            except ray.exceptions.RayError as e:
+                failed += 1
+                cause = getattr(e, "cause", None) or e
+                reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+                print(f"cell {describe(call)} failed: {type(cause).__name__}: {reason}", flush=True)
+            else:
+                save(call, value)
+    finally:
+        ray.shutdown()
+    return failed
+
+
+def _check_paths(ray: Any, paths: Sequence[str]) -> None:
+    """Raise :class:`BackendError` naming the first data folder that a node with CPUs lacks."""
+    if not paths:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    check = ray.remote(_missing)
+    refs = {}
+    for n in nodes:
+        on_node = NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        refs[check.options(num_cpus=0, scheduling_strategy=on_node).remote(list(paths))] = n
+    for ref, node in refs.items():
+        missing = ray.get(ref)
+        if missing:
+            raise BackendError(
+                f"{missing[0]} does not exist on node {node.get('NodeManagerAddress', node['NodeID'])}: "
+                "data folders must be at the same path on every node"
+            )
 
 
 def value_at(rows: Sequence[dict[str, Any]], w: float, key: str) -> float | None:

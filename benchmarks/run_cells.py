@@ -18,6 +18,7 @@ KEY:VALUE pairs are -params overrides. Example:
     acrobot a2c final 0-2 all
 
     python benchmarks/run_cells.py plan.txt --jobs 16 --time-limit 540
+    python benchmarks/run_cells.py plan.txt --backend ray --address auto --time-limit 3600
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cells import BackendError, add_backend_arguments, backend_from_args, cell_device  # noqa: E402
 from width_vs_return import METHODS, RESULTS, SELECTIONS, TASKS, CellArgs, pending_cells, run_cells  # noqa: E402
 
 
@@ -93,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel (processes, one thread each)")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="stop unfinished cells then")
     p.add_argument("--out", type=Path, default=RESULTS)
+    add_backend_arguments(p)
     args = p.parse_args(argv)
+    backend = backend_from_args(p, args)
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
     try:
@@ -104,11 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e))
     todo: list[CellArgs] = []
     for task, algo, select, seeds, methods, params in groups:
-        for cell in pending_cells(args.out, task, algo, select, params, methods, seeds):
+        for cell in pending_cells(args.out, task, algo, select, params, methods, seeds, cell_device(backend)):
             if cell not in todo:  # cells shared between groups train once
                 todo.append(cell)
     print(f"{len(todo)} cells to train", flush=True)
-    failed = run_cells(todo, args.jobs, args.time_limit)
+    try:
+        failed = run_cells(todo, args.jobs, args.time_limit, backend)
+    except BackendError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 1 if failed else 0
 
 

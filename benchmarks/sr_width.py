@@ -12,12 +12,13 @@ one crop, from the us model of the first seed). Finished cells are kept under
 benchmarks/results/cells/sr_<task>/ and skipped on rerun.
 
     python benchmarks/sr_width.py --task demo --seeds 0 1 2 --jobs 2
+
+--backend ray runs the cells on a Ray cluster (benchmarks/README.md, "Cells on a Ray cluster").
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,7 +28,19 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cells import load_cells, mean_std, pending, run_pool, value_at  # noqa: E402
+from cells import (  # noqa: E402
+    BackendError,
+    add_backend_arguments,
+    backend_from_args,
+    cell_device,
+    cell_path,
+    load_cells,
+    mean_std,
+    pending,
+    run_pool,
+    save_cell,
+    value_at,
+)
 from intervals import as_curve, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -43,6 +56,7 @@ TASKS: dict[str, dict[str, Any]] = {
                                                 "--batch-size", "4", "--lr", "1e-3"]},
 }  # fmt: skip
 METHODS = ["us", "us_no_distill", *(f"individual_{w}" for w in WIDTHS)]
+CROPS_KEY = "_crops_model"  # a cell result's key for the crops model's weights (saved beside, not in, the JSON)
 
 
 def method_args(method: str) -> tuple[list[str], list[float]]:
@@ -53,15 +67,20 @@ def method_args(method: str) -> tuple[list[str], list[float]]:
     return (["--distill", "none"] if method == "us_no_distill" else []), GRID
 
 
-def run_cell(task: str, method: str, seed: int, data: str, out_dir: str, crops_seed: int) -> dict[str, Any]:
-    """Train and evaluate one (method, seed) cell; writes and returns its JSON."""
+def run_cell(
+    task: str, method: str, seed: int, data: str, out_dir: str, crops_seed: int, device: str = "cpu"
+) -> dict[str, Any]:
+    """Train and evaluate one (method, seed) cell on ``device``; returns its JSON (the caller writes it
+    under ``out_dir``), with the weights of the crops figure's model under ``CROPS_KEY``."""
+    import io
+
     import torch
 
     from usrl.sr.checkpoint import load_model
     from usrl.sr.data import ImageDataset, find_pairs
     from usrl.sr.evaluate import evaluate
+    from usrl.sr.models import LR_SIZE
     from usrl.sr.train import main as train
-    from usrl.utils import atomic_write_text
 
     cfg = TASKS[task]
     extra, widths = method_args(method)
@@ -69,22 +88,34 @@ def run_cell(task: str, method: str, seed: int, data: str, out_dir: str, crops_s
         run = Path(tmp) / "run"
         args = ["--data", data, "--out", str(run), "--scale", str(cfg["scale"]), "--steps", str(cfg["steps"]),
                 "--seed", str(seed), "--eval-freq", "0", "--save-freq", str(cfg["steps"]), "--workers", "0",
-                "--cache", "--device", "cpu", "--verbose", "0", *cfg["train"], *extra]  # fmt: skip
+                "--cache", "--device", device, "--verbose", "0", *cfg["train"], *extra]  # fmt: skip
         t0 = time.perf_counter()
         if train(args) != 0:
             raise RuntimeError(f"training failed: {args}")
         train_time = time.perf_counter() - t0
         model, _ = load_model(run / "model.pt")
         rows = evaluate(model, ImageDataset(find_pairs(data, "valid", cfg["scale"]), cfg["scale"]), widths,
-                        (320, 180), "cpu", method)  # fmt: skip
-        if method == "us" and seed == crops_seed:  # kept for the crops figure (not committed)
-            torch.save({"config": model.config, "model": model.state_dict()}, Path(out_dir) / "us_crops_model.pt")
-    result = {"task": task, "method": method, "seed": seed, "steps": cfg["steps"], "train_time_s": train_time,
-              "rows": rows}  # fmt: skip
-    atomic_write_text(Path(out_dir) / f"{method}_s{seed}.json", json.dumps(result, indent=1))
+                        LR_SIZE, device, method)  # fmt: skip
+    result: dict[str, Any] = {"task": task, "method": method, "seed": seed, "steps": cfg["steps"],
+                              "train_time_s": train_time, "rows": rows}  # fmt: skip
+    if method == "us" and seed == crops_seed:  # kept for the crops figure (not committed)
+        buffer = io.BytesIO()
+        torch.save({"config": model.config, "model": {k: v.cpu() for k, v in model.state_dict().items()}}, buffer)
+        result[CROPS_KEY] = buffer.getvalue()
     print(f"[sr {task}] {method} seed {seed}: {train_time:.0f}s, PSNR "
           + ", ".join(f"{r['width']}:{r['psnr_rgb']:.2f}" for r in rows), flush=True)  # fmt: skip
     return result
+
+
+def save(call: tuple[Any, ...], result: dict[str, Any]) -> None:
+    """Write a finished cell under its cell folder: the JSON, and the crops figure's model if it has it."""
+    cell_dir, method, seed = Path(call[4]), call[1], call[2]
+    crops = result.pop(CROPS_KEY, None)
+    if crops is not None:
+        from usrl.utils import atomic_write
+
+        atomic_write(cell_dir / "us_crops_model.pt", lambda tmp: tmp.write_bytes(crops))
+    save_cell(cell_path(cell_dir, method, seed), result)
 
 
 def at(rows: list[dict[str, Any]], w: float, key: str = "psnr_rgb") -> float | None:
@@ -184,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--data", help="demo data folder (default: written to benchmarks/.data/sr_demo)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    add_backend_arguments(p)
     args = p.parse_args(argv)
     command = "python benchmarks/sr_width.py " + " ".join(sys.argv[1:] if argv is None else argv)
     cell_dir = args.out / "cells" / f"sr_{args.task}"
@@ -193,10 +225,17 @@ def main(argv: list[str] | None = None) -> int:
         from usrl.sr.make_demo_data import write_demo
 
         write_demo(data)
+    backend = backend_from_args(p, args, [data])
     todo = pending(cell_dir, args.methods, args.seeds)
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
-    calls = [(args.task, m, s, str(data), str(cell_dir), min(args.seeds)) for m, s in todo]
-    if run_pool(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}"):
+    calls = [(args.task, m, s, str(data), str(cell_dir), min(args.seeds), cell_device(backend)) for m, s in todo]
+    try:
+        failed = run_pool(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}", save=save,
+                          backend=backend)  # fmt: skip
+    except BackendError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if failed:
         print("error: cells failed (above); no report written", file=sys.stderr)
         return 1
     cells = load_cells(cell_dir, args.methods, args.seeds)

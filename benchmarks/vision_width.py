@@ -12,6 +12,8 @@ vision_<task>.png. Finished cells are kept under benchmarks/results/cells/vision
 skipped on rerun.
 
     python benchmarks/vision_width.py --task digits --seeds 0 1 2 --jobs 2
+
+--backend ray runs the cells on a Ray cluster (benchmarks/README.md, "Cells on a Ray cluster").
 """
 
 from __future__ import annotations
@@ -27,14 +29,26 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cells import load_cells, mean_std, pending, run_pool, value_at  # noqa: E402
+from cells import (  # noqa: E402
+    BackendError,
+    add_backend_arguments,
+    backend_from_args,
+    cell_device,
+    cell_path,
+    load_cells,
+    mean_std,
+    pending,
+    run_pool,
+    save_cell,
+    value_at,
+)
 from intervals import as_curve, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = [0.35, 0.5, 0.75, 1.0]
 GRID = [round(0.35 + 0.05 * i, 2) for i in range(14)]  # 0.35 ... 1.0
 COMMON = ["--arch", "us_mobilenet_v2", "--resolution", "32", "--no-flip", "--crop-scale", "0.5", "1",
-          "--eval-freq", "0", "--device", "cpu", "--verbose", "0"]  # fmt: skip
+          "--eval-freq", "0", "--verbose", "0"]  # fmt: skip
 TASKS: dict[str, dict[str, Any]] = {
     "digits": {"epochs": 20, "train": ["--batch-size", "64", "--lr", "0.02", "--warmup-epochs", "2",
                                         "--workers", "1"]},
@@ -66,16 +80,16 @@ def write_tiny_data(root: Path) -> None:
                 Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / split / f"q{c}" / f"{i}.png")
 
 
-def run_cell(task: str, method: str, seed: int, data: str, out_dir: str) -> dict[str, Any]:
-    """Train and evaluate one (method, seed) cell; writes and returns its JSON."""
-    from usrl.utils import atomic_write_text
+def run_cell(task: str, method: str, seed: int, data: str, out_dir: str, device: str = "cpu") -> dict[str, Any]:
+    """Train and evaluate one (method, seed) cell on ``device``; returns its JSON (the caller writes it
+    under ``out_dir``)."""
     from usrl.vision.train import main as train
 
     cfg = TASKS[task]
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         args = ["--data", data, "--out", str(run), "--epochs", str(cfg["epochs"]), "--seed", str(seed), *COMMON,
-                *cfg["train"], *method_args(method)]  # fmt: skip
+                *cfg["train"], *method_args(method), "--device", device]  # fmt: skip
         t0 = time.perf_counter()
         if train(args) != 0:
             raise RuntimeError(f"training failed: {args}")
@@ -83,7 +97,6 @@ def run_cell(task: str, method: str, seed: int, data: str, out_dir: str) -> dict
         rows = json.loads((run / "spectrum.json").read_text())["rows"]
     result = {"task": task, "method": method, "seed": seed, "epochs": cfg["epochs"], "train_time_s": train_time,
               "rows": rows}  # fmt: skip
-    atomic_write_text(Path(out_dir) / f"{method}_s{seed}.json", json.dumps(result, indent=1))
     print(f"[vision {task}] {method} seed {seed}: {train_time:.0f}s, top-1 "
           + ", ".join(f"{r['width']}:{r['top1']:.1f}" for r in rows if r["width"] in WIDTHS), flush=True)  # fmt: skip
     return result
@@ -158,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--data", help="data folder (default: written to benchmarks/.data/vision_<task>)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    add_backend_arguments(p)
     args = p.parse_args(argv)
     command = "python benchmarks/vision_width.py " + " ".join(sys.argv[1:] if argv is None else argv)
     cell_dir = args.out / "cells" / f"vision_{args.task}"
@@ -170,10 +184,18 @@ def main(argv: list[str] | None = None) -> int:
             from usrl.vision.make_demo_data import write_demo
 
             write_demo(data)
+    backend = backend_from_args(p, args, [data])
     todo = pending(cell_dir, args.methods, args.seeds)
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
-    calls = [(args.task, m, s, str(data), str(cell_dir)) for m, s in todo]
-    if run_pool(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}"):
+    calls = [(args.task, m, s, str(data), str(cell_dir), cell_device(backend)) for m, s in todo]
+    try:
+        failed = run_pool(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}",
+                          save=lambda c, result: save_cell(cell_path(Path(c[4]), c[1], c[2]), result),
+                          backend=backend)  # fmt: skip
+    except BackendError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if failed:
         print("error: cells failed (above); no report written", file=sys.stderr)
         return 1
     cells = load_cells(cell_dir, args.methods, args.seeds)

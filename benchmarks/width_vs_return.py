@@ -20,10 +20,14 @@ net. Those results go to <name>_best.md / .png.
 -params KEY:VALUE ... overrides the preset for every method (as usrl.train's -params), for
 trying a fix against the preset's results; such runs go to <name>_<key>-<value>.md and cells.
 
+--backend ray runs the cells as tasks on a Ray cluster (--address auto|HOST:PORT, --cpus-per-cell,
+--gpus-per-cell; see benchmarks/README.md); the report is the same.
+
     python benchmarks/width_vs_return.py --task cartpole --seeds 0 1 2 --jobs 2
     python benchmarks/width_vs_return.py --task cartpole --algo ppo --seeds 0 1 2 --jobs 2
     python benchmarks/width_vs_return.py --task cartpole --select best --seeds 0 1 2 --jobs 2
     python benchmarks/width_vs_return.py --task cartpole --algo ppo --select best -params distill_weight:0.5
+    python benchmarks/width_vs_return.py --task pong --backend ray --address auto --gpus-per-cell 1
 """
 
 from __future__ import annotations
@@ -41,7 +45,18 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cells import cell_path, mean_std, run_pool, value_at  # noqa: E402
+from cells import (  # noqa: E402
+    BackendError,
+    RayBackend,
+    add_backend_arguments,
+    backend_from_args,
+    cell_device,
+    cell_path,
+    mean_std,
+    run_pool,
+    save_cell,
+    value_at,
+)
 from intervals import (  # noqa: E402
     TOLERANCE,
     as_curve,
@@ -179,11 +194,18 @@ def cell_file(out: Path, task: str, algo: str, select: str, params: dict[str, An
     return cell_path(out / "cells" / result_name(task, algo, select, cell_params(method, params)), method, seed)
 
 
-CellArgs = tuple[str, str, str, int, str, str, dict[str, Any]]  # run_cell's positional arguments
+CellArgs = tuple[str, str, str, int, str, str, dict[str, Any], str]  # run_cell's positional arguments
 
 
 def pending_cells(
-    out: Path, task: str, algo: str, select: str, params: dict[str, Any], methods: list[str], seeds: list[int]
+    out: Path,
+    task: str,
+    algo: str,
+    select: str,
+    params: dict[str, Any],
+    methods: list[str],
+    seeds: list[int],
+    device: str = "cpu",
 ) -> list[CellArgs]:
     """The (method, seed) cells not on disk yet, as :func:`run_cell` arguments, seed-major."""
     todo = []
@@ -191,18 +213,22 @@ def pending_cells(
         for m in methods:
             path = cell_file(out, task, algo, select, params, m, s)
             if not path.exists():
-                todo.append((task, algo, m, s, str(path.parent), select, cell_params(m, params)))
+                todo.append((task, algo, m, s, str(path.parent), select, cell_params(m, params), device))
     return todo
 
 
-def run_cells(cells: list[CellArgs], jobs: int, time_limit_s: float | None = None) -> int:
-    """Train cells in order, ``jobs`` at a time on one thread each (see :func:`cells.run_pool`);
-    returns how many failed."""
-    return run_pool(run_cell, cells, jobs, time_limit_s, describe=lambda c: f"{c[0]} {c[1]} {c[2]} seed {c[3]}")
+def run_cells(
+    cells: list[CellArgs], jobs: int, time_limit_s: float | None = None, backend: RayBackend | None = None
+) -> int:
+    """Train cells in order, ``jobs`` at a time on one thread each, or on a Ray cluster (see
+    :func:`cells.run_pool`), each cell's file written here as it finishes; returns how many failed."""
+    return run_pool(run_cell, cells, jobs, time_limit_s, describe=lambda c: f"{c[0]} {c[1]} {c[2]} seed {c[3]}",
+                    save=lambda c, result: save_cell(cell_path(Path(c[4]), c[2], c[3]), result),
+                    backend=backend)  # fmt: skip
 
 
-def machine() -> dict[str, Any]:
-    """The processor and torch a cell trained on (its train time means little without them)."""
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """The processor, torch and GPU a cell trained on (its train time means little without them)."""
     import platform
 
     import torch
@@ -213,7 +239,10 @@ def machine() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__}
+    info: dict[str, Any] = {"cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
 
 
 def machines_line(cells: list[dict[str, Any]]) -> list[str]:
@@ -222,6 +251,8 @@ def machines_line(cells: list[dict[str, Any]]) -> list[str]:
     for c in cells:
         m = c.get("machine")
         cpu = f"{m['cpu']}, {m.get('cpus', '?')} CPUs, torch {m['torch']}" if m else "not recorded"
+        if m and m.get("gpu"):
+            cpu += f", {m['gpu']}"
         counts[cpu] = counts.get(cpu, 0) + 1
     return ["Trained on (one thread per cell): " + "; ".join(f"{cpu} ({n} cells)" for cpu, n in counts.items()) + "  "]
 
@@ -234,14 +265,14 @@ def run_cell(
     out_dir: str,
     select: str = "final",
     params: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train and sweep one (method, seed) cell (its final model, or its best checkpoint) with the task's preset,
-    ``params`` overriding it; writes and returns its JSON."""
+    ``params`` overriding it, on ``device``; returns its JSON (the caller writes it under ``out_dir``)."""
     from usrl.envs import make_vec_env, resolve_env
     from usrl.hyperparams import select_preset, shipped_presets
     from usrl.sweep import sweep
     from usrl.train import algorithms
-    from usrl.utils import atomic_write_text
 
     cfg = TASKS[task]
     spec = resolve_env(cfg["env"])
@@ -251,7 +282,7 @@ def run_cell(
     kwargs, widths = method_kwargs(method, hp, cfg["grid"])
     frame_stack = int(hp.get("frame_stack", 4))
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed, frame_stack=frame_stack)
-    model = algorithms()[algo](hp.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **kwargs)
+    model = algorithms()[algo](hp.get("policy", "MlpPolicy"), env, seed=seed, device=device, **kwargs)
     progress = progress_callback(f"[{task} {algo}] {method} seed {seed}", cfg["steps"])
     callback = None
     if select == "best":
@@ -290,12 +321,10 @@ def run_cell(
         "train_time_s": train_time,
         "select": select,
         "params": params or {},
-        "machine": machine(),
+        "machine": machine(device),
         **selected,
         "rows": rows,
     }
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(out_dir) / f"{method}_s{seed}.json", json.dumps(result, indent=1))
     print(
         f"[{task} {algo}] {method} seed {seed}: {train_time:.0f}s"
         + (f", best checkpoint at {selected['selected_step']} steps" if selected else "")
@@ -484,7 +513,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_params_argument(p, "override the preset for every method; results go to <name>_<key>-<value>")
     p.add_argument("--out", type=Path, default=RESULTS)
+    add_backend_arguments(p)
     args = p.parse_args(argv)
+    backend = backend_from_args(p, args)
 
     try:
         params = parse_params(args.hyperparams)
@@ -496,9 +527,15 @@ def main(argv: list[str] | None = None) -> int:
             f"-params n_timesteps is not used here: every model trains the task's {TASKS[args.task]['steps']} steps"
         )
     command = "python benchmarks/width_vs_return.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    todo = pending_cells(args.out, args.task, args.algo, args.select, params, args.methods, args.seeds)
+    todo = pending_cells(
+        args.out, args.task, args.algo, args.select, params, args.methods, args.seeds, cell_device(backend)
+    )
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
-    failed = run_cells(todo, args.jobs)
+    try:
+        failed = run_cells(todo, args.jobs, backend=backend)
+    except BackendError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if failed:
         print(f"error: {failed} of {len(todo)} cells failed (above); no report written", file=sys.stderr)
         return 1

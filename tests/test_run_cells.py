@@ -59,3 +59,20 @@ def test_bad_plan_line_is_one_error_naming_the_line(
     err = capsys.readouterr().err
     assert "plan line 2: " in err and message in err
     assert not (tmp_path / "cells").exists()
+
+
+def _cell(x: int) -> dict:
+    if x == 2:
+        raise ValueError("bad cell")
+    return {"x": x}
+
+
+def test_local_pool_saves_each_finished_cell_and_reports_a_failing_one(load_benchmark, capsys) -> None:  # type: ignore[no-untyped-def]
+    cells = load_benchmark("cells")
+    saved: list[int] = []
+    failed = cells.run_pool(_cell, [(1,), (2,), (3,)], 2, save=lambda call, r: saved.append(r["x"]),
+                            describe=lambda call: f"x={call[0]}")  # fmt: skip
+    assert failed == 1 and sorted(saved) == [1, 3]  # saved here, in the driver, as each one finished
+    assert "cell x=2 failed: ValueError: bad cell" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a cluster flag needs the ray backend
+        load_benchmark("run_cells").main(["plan.txt", "--gpus-per-cell", "1"])

@@ -1,0 +1,107 @@
+"""The width benchmarks' Ray backend, on a local Ray cluster started for this module (loopback,
+2 CPUs): the same cells as the local backend, workers that die retried or reported, data folders
+checked up front."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """The address of a Ray head node on this machine, stopped after the module's tests. Loopback
+    only, so without token authentication (Ray turns it on where ~/.ray/auth_token exists, and
+    then every driver must be given the token)."""
+    port = _free_port()
+    quiet = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, **quiet}
+    start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+             "--num-gpus", "0", "--include-dashboard", "false", "--disable-usage-stats"]  # fmt: skip
+    subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)
+    try:
+        with pytest.MonkeyPatch.context() as mp:  # the drivers in this process see the same settings
+            for key, value in quiet.items():
+                mp.setenv(key, value)
+            yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def _report(path: Path) -> list[str]:
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("Command:")]
+    return [re.sub(r"[^|]*\|$", "", line) if line.startswith("|") else line for line in lines]
+
+
+def test_ray_backend_gives_the_local_backends_cells(load_benchmark, cluster: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    wvr = load_benchmark("width_vs_return")
+    common = ["--task", "tiny", "--seeds", "0", "--methods", "us", "individual_0.5"]
+    with pytest.raises(SystemExit) as exc:  # a cluster flag without the ray backend is a usage error
+        wvr.main([*common, "--address", cluster, "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "--address needs --backend ray" in capsys.readouterr().err
+    assert wvr.main([*common, "--out", str(tmp_path / "local")]) == 0
+    assert wvr.main([*common, "--backend", "ray", "--address", cluster, "--out", str(tmp_path / "ray")]) == 0
+    for method in ("us", "individual_0.5"):
+        local = json.loads((tmp_path / "local" / "cells" / "tiny" / f"{method}_s0.json").read_text())
+        remote = json.loads((tmp_path / "ray" / "cells" / "tiny" / f"{method}_s0.json").read_text())
+        del local["train_time_s"], remote["train_time_s"]
+        assert remote == local  # the same seeded cell, whichever backend ran it
+    # the reports differ only in their command line and the tables' last (train time) column
+    assert _report(tmp_path / "local" / "tiny.md") == _report(tmp_path / "ray" / "tiny.md")
+    capsys.readouterr()
+    assert wvr.main([*common, "--backend", "ray", "--address", cluster, "--out", str(tmp_path / "ray")]) == 0
+    assert "0 cells to train, 2 done already" in capsys.readouterr().out  # finished cells are skipped
+
+
+CRASHY = """
+    import os
+    from pathlib import Path
+
+
+    def cell(name: str, markers: str) -> dict:
+        marker = Path(markers) / name
+        if name == "always_dies" or (name == "dies_once" and not marker.exists()):
+            marker.touch()
+            os._exit(1)
+        return {"name": name}
+"""
+
+
+def test_dead_workers_are_retried_or_reported(cluster: str, tmp_path: Path, load_benchmark, capsys) -> None:  # type: ignore[no-untyped-def]
+    cells = load_benchmark("cells")
+    package = tmp_path / "crashy_cells"
+    package.mkdir()
+    (package / "__init__.py").write_text(textwrap.dedent(CRASHY))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import crashy_cells  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(tmp_path))
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    saved: dict[str, dict] = {}
+    backend = cells.RayBackend(address=cluster, retries=1, py_modules=(str(package),))
+    calls = [(name, str(markers)) for name in ("ok", "dies_once", "always_dies")]
+    failed = cells.run_pool(crashy_cells.cell, calls, 1, save=lambda call, r: saved.update({call[0]: r}),
+                            describe=lambda call: call[0], backend=backend)  # fmt: skip
+    assert failed == 1 and saved == {"ok": {"name": "ok"}, "dies_once": {"name": "dies_once"}}
+    assert "cell always_dies failed:" in capsys.readouterr().out
+
+    missing = cells.RayBackend(address=cluster, paths=(str(tmp_path / "no_such_data"),))
+    with pytest.raises(cells.BackendError, match="no_such_data does not exist on node"):
+        cells.run_pool(crashy_cells.cell, calls[:1], 1, save=lambda call, r: None, backend=missing)
