@@ -53,8 +53,8 @@ def save_cell(path: Path, result: dict[str, Any]) -> None:
 class RayBackend:
     """Cells as Ray tasks on a cluster (``--backend ray``).
 
-    ``address`` is that of a running cluster (``"auto"``, ``HOST:PORT``), or None to start a local
-    one for this run. Workers get the benchmark scripts (``working_dir``) and the driver's
+    ``address`` is that of a running cluster (``"auto"``, ``HOST:PORT``), or None for Ray's own
+    choice (``RAY_ADDRESS``, else a cluster started on this machine, else a new local one). Workers get the benchmark scripts (``working_dir``) and the driver's
     ``usrl`` through Ray's runtime environment; the packages usrl needs (torch, SB3, ...) must be
     installed where the workers run. ``paths`` (data folders) must exist on every node and are
     checked before any cell starts. A cell whose worker process dies is run again up to
@@ -94,8 +94,8 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where cells run")
     g.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="local: processes on this machine (--jobs); ray: tasks on a Ray cluster")  # fmt: skip
-    g.add_argument("--address", help="Ray cluster: 'auto' (the one this machine belongs to) or HOST:PORT; "
-                   "default: start a local one for this run")  # fmt: skip
+    g.add_argument("--address", help="Ray cluster: 'auto' (the one this machine belongs to) or HOST:PORT; default: "
+                   "Ray's (RAY_ADDRESS, else a cluster started here with 'ray start', else a new local one)")  # fmt: skip
     g.add_argument("--cpus-per-cell", type=float, default=1.0, help="Ray: CPUs per cell (its torch threads)")
     g.add_argument("--gpus-per-cell", type=float, default=0.0,
                    help="Ray: GPUs per cell (> 0: the cell trains on cuda)")  # fmt: skip
@@ -222,7 +222,8 @@ def _run_ray(
         ray.init(address=backend.address, include_dashboard=False, runtime_env=backend.runtime_env(),
                  logging_level="warning", configure_logging=True)  # fmt: skip
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise BackendError(f"cannot reach the Ray cluster at {backend.address or 'a new local cluster'}: {e}") from None
+        where = backend.address or "Ray's default address"
+        raise BackendError(f"cannot reach the Ray cluster at {where}: {e}") from None
     failed = 0
     try:
         _check_paths(ray, backend.paths)
