@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{evaluation / 60:.1f} min of periodic evaluations ({cfg['eval']['episodes']} games per width every "
         f"{cfg['eval']['freq']:,} steps at widths {', '.join(f'{w:g}' for w in cfg['eval']['widths'])}).  ",
         f"Machine: {cfg['versions']}.  ",
-        f"Preset ({cfg['env_id']} in `usrl/hyperparams/dqn.yml`): "
+        f"Hyperparameters (the run's `config.yml`, from the {cfg['env_id']} preset in `usrl/hyperparams/dqn.yml`): "
         + ", ".join(f"{k}={v}" for k, v in hp.items() if k not in ("policy",))
         + ".",
         "",
