@@ -2,12 +2,15 @@
 2 CPUs): the same cells as the local backend, workers that die retried or reported, data folders
 checked up front."""
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,16 +34,39 @@ def cluster() -> Iterator[str]:
     port = _free_port()
     quiet = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     env = {**os.environ, **quiet}
+    # its own short temp dir (Ray's sockets live there): teardown stops this cluster's processes
+    # only, not other Ray clusters on the machine as `ray stop` would
+    temp = Path(tempfile.mkdtemp(prefix="usrlray", dir="/tmp"))
     start = [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-             "--num-gpus", "0", "--include-dashboard", "false", "--disable-usage-stats"]  # fmt: skip
-    subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)
+             "--num-gpus", "0", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)]  # fmt: skip
     try:
+        subprocess.run(start, check=True, env=env, capture_output=True, timeout=180)
         with pytest.MonkeyPatch.context() as mp:  # the drivers in this process see the same settings
             for key, value in quiet.items():
                 mp.setenv(key, value)
             yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_processes_of(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_processes_of(temp: Path) -> None:
+    """Terminate (then kill) one Ray cluster's processes: those whose command line names ``temp``
+    and their children (the agents rename themselves ``ray::...``)."""
+    import psutil  # a dependency of ray
+
+    ours: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(str(temp) in part for part in proc.info["cmdline"] or []):
+            for p in [proc, *proc.children(recursive=True)]:
+                ours[p.pid] = p
+    for proc in ours.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(list(ours.values()), timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
 
 
 def _report(path: Path) -> list[str]:
