@@ -54,8 +54,9 @@ class RayBackend:
     """Cells as Ray tasks on a cluster (``--backend ray``).
 
     ``address`` is that of a running cluster (``"auto"``, ``HOST:PORT``), or None for Ray's own
-    choice (``RAY_ADDRESS``, else a cluster started on this machine, else a new local one). Workers get the benchmark scripts (``working_dir``) and the driver's
-    ``usrl`` through Ray's runtime environment; the packages usrl needs (torch, SB3, ...) must be
+    choice (``RAY_ADDRESS``, else a cluster started on this machine, else a new local one).
+    Workers get the benchmark scripts (``working_dir``) and the driver's ``usrl`` (plus any
+    ``py_modules``) through Ray's runtime environment; the packages usrl needs (torch, SB3, ...) must be
     installed where the workers run. ``paths`` (data folders) must exist on every node and are
     checked before any cell starts. A cell whose worker process dies is run again up to
     ``retries`` times; an exception raised by a cell is not retried."""
@@ -108,7 +109,8 @@ def backend_from_args(
     """The Ray backend the flags ask for (None: local processes); a flag error exits through ``p``."""
     if args.backend == "local":
         given = [f for f, v, d in (("--address", args.address, None), ("--cpus-per-cell", args.cpus_per_cell, 1.0),
-                                   ("--gpus-per-cell", args.gpus_per_cell, 0.0)) if v != d]  # fmt: skip
+                                   ("--gpus-per-cell", args.gpus_per_cell, 0.0), ("--retries", args.retries, 2))
+                 if v != d]  # fmt: skip
         if given:
             p.error(f"{given[0]} needs --backend ray")
         return None
