@@ -220,12 +220,14 @@ def _run_ray(
     import ray
 
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+    _check_reachable(backend.address)
     try:
         ray.init(address=backend.address, include_dashboard=False, runtime_env=backend.runtime_env(),
                  logging_level="warning", configure_logging=True)  # fmt: skip
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001  (Ray raises bare Exception when a local start times out)
         where = backend.address or "Ray's default address"
-        raise BackendError(f"cannot reach the Ray cluster at {where}: {e}") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackendError(f"cannot reach or start the Ray cluster at {where}: {reason}") from None
     failed = 0
     try:
         _check_paths(ray, backend.paths)
@@ -254,6 +256,22 @@ def _run_ray(
     finally:
         ray.shutdown()
     return failed
+
+
+def _check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """Raise :class:`BackendError` at once when nothing listens at a ``HOST:PORT`` address (Ray
+    itself retries for minutes before it gives up)."""
+    if address is None or address == "auto" or "://" in address:
+        return
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise BackendError(f"--address {address!r}: expected auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise BackendError(f"no Ray cluster answers at {address}: {e}") from None
 
 
 def _check_paths(ray: Any, paths: Sequence[str]) -> None:

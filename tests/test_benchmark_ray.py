@@ -80,6 +80,10 @@ def test_ray_backend_gives_the_local_backends_cells(load_benchmark, cluster: str
     with pytest.raises(SystemExit) as exc:  # a cluster flag without the ray backend is a usage error
         wvr.main([*common, "--address", cluster, "--out", str(tmp_path / "x")])
     assert exc.value.code == 2 and "--address needs --backend ray" in capsys.readouterr().err
+    nobody = f"127.0.0.1:{_free_port()}"  # an address nothing listens at: one error line at once
+    assert wvr.main([*common, "--backend", "ray", "--address", nobody, "--out", str(tmp_path / "x")]) == 2
+    assert f"error: no Ray cluster answers at {nobody}" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "cells" / "tiny").exists() or not any((tmp_path / "x" / "cells" / "tiny").iterdir())
     assert wvr.main([*common, "--out", str(tmp_path / "local")]) == 0
     assert wvr.main([*common, "--backend", "ray", "--address", cluster, "--out", str(tmp_path / "ray")]) == 0
     for method in ("us", "individual_0.5"):
