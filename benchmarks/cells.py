@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -155,11 +156,9 @@ def run_pool(
         for call in calls:
             save(call, fn(*call))
         return 0
-    import multiprocessing
-
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     failed = 0
-    pool = multiprocessing.get_context().Pool(max(1, jobs), initializer=one_thread, maxtasksperchild=1)
+    pool = _worker_pool(max(1, jobs))
     try:
         running = [(call, pool.apply_async(fn, call)) for call in calls]
         while running:
@@ -182,6 +181,29 @@ def run_pool(
         pool.terminate()
         pool.join()
     return failed
+
+
+def _worker_pool(jobs: int) -> Any:
+    """A process pool whose workers may start processes of their own (a cell's DataLoader
+    workers): multiprocessing.Pool's workers are daemonic, and daemonic processes cannot."""
+    import multiprocessing
+    import multiprocessing.pool
+
+    base = multiprocessing.get_context()
+
+    class Worker(base.Process):  # type: ignore[name-defined]
+        @property
+        def daemon(self) -> bool:
+            return False
+
+        @daemon.setter
+        def daemon(self, value: bool) -> None:
+            pass  # the pool asks for daemonic workers; they stay ordinary processes
+
+    class Context(type(base)):  # type: ignore[misc]
+        Process = Worker
+
+    return multiprocessing.pool.Pool(jobs, initializer=one_thread, maxtasksperchild=1, context=Context())
 
 
 def _ray_cell(fn: Callable[..., dict[str, Any]], call: tuple[Any, ...], threads: int) -> dict[str, Any]:
@@ -223,7 +245,7 @@ def _run_ray(
     _check_reachable(backend.address)
     try:
         ray.init(address=backend.address, include_dashboard=False, runtime_env=backend.runtime_env(),
-                 logging_level="warning", configure_logging=True)  # fmt: skip
+                 logging_level=logging.WARNING, configure_logging=True)  # fmt: skip
     except Exception as e:  # noqa: BLE001  (Ray raises bare Exception when a local start times out)
         where = backend.address or "Ray's default address"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

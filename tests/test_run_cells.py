@@ -76,3 +76,19 @@ def test_local_pool_saves_each_finished_cell_and_reports_a_failing_one(load_benc
     assert "cell x=2 failed: ValueError: bad cell" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # a cluster flag needs the ray backend
         load_benchmark("run_cells").main(["plan.txt", "--gpus-per-cell", "1"])
+
+
+def _cell_with_a_child(x: int) -> dict:
+    import multiprocessing
+
+    child = multiprocessing.get_context().Process(target=abs, args=(x,))  # as a DataLoader worker is
+    child.start()
+    child.join()
+    return {"x": x, "child_exit": child.exitcode}
+
+
+def test_local_pool_workers_may_start_processes(load_benchmark) -> None:  # type: ignore[no-untyped-def]
+    cells = load_benchmark("cells")
+    saved: list[dict] = []
+    assert cells.run_pool(_cell_with_a_child, [(1,), (2,)], 2, save=lambda call, r: saved.append(r)) == 0
+    assert sorted(r["x"] for r in saved) == [1, 2] and all(r["child_exit"] == 0 for r in saved)
