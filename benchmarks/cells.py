@@ -44,9 +44,8 @@ def load_cells(cell_dir: Path, methods: Sequence[str], seeds: Sequence[int]) -> 
 
 def save_cell(path: Path, result: dict[str, Any]) -> None:
     """Write a cell's JSON whole or not at all (the driver does this, never a worker)."""
-    from usrl.utils import atomic_write_text
+    from usrl.utils import atomic_write_text  # makes the folder
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result, indent=1))
 
 
@@ -181,6 +180,30 @@ def run_pool(
         pool.terminate()
         pool.join()
     return failed
+
+
+def train_cells(
+    fn: Callable[..., dict[str, Any]],
+    calls: Sequence[tuple[Any, ...]],
+    jobs: int,
+    time_limit_s: float | None = None,
+    describe: Callable[[tuple[Any, ...]], str] = str,
+    *,
+    save: Callable[[tuple[Any, ...], dict[str, Any]], None],
+    backend: RayBackend | None = None,
+) -> int:
+    """:func:`run_pool` for a benchmark's command line: its exit code (0: every cell landed, 1: some
+    failed, 2: the cluster cannot run cells), with the error line printed."""
+    try:
+        failed = run_pool(fn, calls, jobs, time_limit_s, describe, save=save, backend=backend)
+    except BackendError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if failed:
+        print(f"error: {failed} of {len(calls)} cells failed (above): no report until every cell is there; "
+              "rerun to retry them", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 def _worker_pool(jobs: int) -> Any:

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cells import BackendError, add_backend_arguments, backend_from_args, cell_device  # noqa: E402
+from cells import add_backend_arguments, backend_from_args, cell_device  # noqa: E402
 from width_vs_return import METHODS, RESULTS, SELECTIONS, TASKS, CellArgs, pending_cells, run_cells  # noqa: E402
 
 
@@ -112,12 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if cell not in todo:  # cells shared between groups train once
                 todo.append(cell)
     print(f"{len(todo)} cells to train", flush=True)
-    try:
-        failed = run_cells(todo, args.jobs, args.time_limit, backend)
-    except BackendError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 1 if failed else 0
+    return run_cells(todo, args.jobs, args.time_limit, backend)
 
 
 if __name__ == "__main__":

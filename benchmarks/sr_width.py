@@ -29,7 +29,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cells import (  # noqa: E402
-    BackendError,
     add_backend_arguments,
     backend_from_args,
     cell_device,
@@ -37,8 +36,8 @@ from cells import (  # noqa: E402
     load_cells,
     mean_std,
     pending,
-    run_pool,
     save_cell,
+    train_cells,
     value_at,
 )
 from intervals import as_curve, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
@@ -229,15 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     todo = pending(cell_dir, args.methods, args.seeds)
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
     calls = [(args.task, m, s, str(data), str(cell_dir), min(args.seeds), cell_device(backend)) for m, s in todo]
-    try:
-        failed = run_pool(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}", save=save,
-                          backend=backend)  # fmt: skip
-    except BackendError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if failed:
-        print("error: cells failed (above); no report written", file=sys.stderr)
-        return 1
+    code = train_cells(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}", save=save,
+                       backend=backend)  # fmt: skip
+    if code:
+        return code
     cells = load_cells(cell_dir, args.methods, args.seeds)
     print(report(args.task, cells, command, args.seeds, args.out))
     if (cell_dir / "us_crops_model.pt").exists():

@@ -46,15 +46,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cells import (  # noqa: E402
-    BackendError,
     RayBackend,
     add_backend_arguments,
     backend_from_args,
     cell_device,
     cell_path,
     mean_std,
-    run_pool,
     save_cell,
+    train_cells,
     value_at,
 )
 from intervals import (  # noqa: E402
@@ -221,10 +220,11 @@ def run_cells(
     cells: list[CellArgs], jobs: int, time_limit_s: float | None = None, backend: RayBackend | None = None
 ) -> int:
     """Train cells in order, ``jobs`` at a time on one thread each, or on a Ray cluster (see
-    :func:`cells.run_pool`), each cell's file written here as it finishes; returns how many failed."""
-    return run_pool(run_cell, cells, jobs, time_limit_s, describe=lambda c: f"{c[0]} {c[1]} {c[2]} seed {c[3]}",
-                    save=lambda c, result: save_cell(cell_path(Path(c[4]), c[2], c[3]), result),
-                    backend=backend)  # fmt: skip
+    :func:`cells.run_pool`), each cell's file written here as it finishes; returns the exit code
+    of :func:`cells.train_cells`."""
+    return train_cells(run_cell, cells, jobs, time_limit_s, describe=lambda c: f"{c[0]} {c[1]} {c[2]} seed {c[3]}",
+                       save=lambda c, result: save_cell(cell_path(Path(c[4]), c[2], c[3]), result),
+                       backend=backend)  # fmt: skip
 
 
 def machine(device: str = "cpu") -> dict[str, Any]:
@@ -531,14 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out, args.task, args.algo, args.select, params, args.methods, args.seeds, cell_device(backend)
     )
     print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
-    try:
-        failed = run_cells(todo, args.jobs, backend=backend)
-    except BackendError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if failed:
-        print(f"error: {failed} of {len(todo)} cells failed (above); no report written", file=sys.stderr)
-        return 1
+    code = run_cells(todo, args.jobs, backend=backend)
+    if code:
+        return code
     cells = [
         json.loads(cell_file(args.out, args.task, args.algo, args.select, params, m, s).read_text())
         for s in args.seeds
