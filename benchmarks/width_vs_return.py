@@ -68,13 +68,16 @@ from intervals import (  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 WIDTHS = [0.25, 0.5, 0.75, 1.0]
 
-# CPU-scale tasks run here; "pong" is the GPU-scale protocol, documented and not run here.
+# Classic control cells take minutes on one thread, MinAtar cells about an hour, Pong cells hours
+# (they checkpoint every tenth of training and resume there). "normalise": (lo, hi) judges the
+# task on (return - lo) / (hi - lo), for a return that crosses 0 (relative differences break there).
 TASKS: dict[str, dict[str, Any]] = {
     "cartpole": {"env": "CartPole-v1", "steps": 50_000, "episodes": 20, "grid": 0.125},
     "acrobot": {"env": "Acrobot-v1", "steps": 100_000, "episodes": 20, "grid": 0.125},
     "pendulum": {"env": "Pendulum-v1", "steps": 100_000, "episodes": 20, "grid": 0.125},
     "minatar-breakout": {"env": "MinAtar/Breakout-v1", "steps": 1_000_000, "episodes": 20, "grid": 0.125},
-    "pong": {"env": "Pong", "steps": 2_000_000, "episodes": 10, "grid": 0.25},
+    "minatar-space-invaders": {"env": "MinAtar/SpaceInvaders-v1", "steps": 1_000_000, "episodes": 20, "grid": 0.125},
+    "pong": {"env": "Pong", "steps": 2_000_000, "episodes": 20, "grid": 0.25, "normalise": (-21.0, 21.0)},
     "tiny": {
         "env": "CartPole-v1",
         "steps": 400,
@@ -94,6 +97,8 @@ SANDWICH_ONLY_KEYS = frozenset({"n_widths", "distill", "distill_weight", "distil
 SELECTIONS = ("final", "best")
 SELECT_EVALS = 10  # --select best considers a checkpoint every tenth of training (and the last one)
 SELECT_EPISODES = 15  # selection episodes per checkpoint, split evenly over the widths selected on
+CHECKPOINTS = 10  # a cell saves a resumable checkpoint every tenth of its training
+PARTIAL = ".partial"  # the folder, beside a grid's cells, of the checkpoints of cells in training
 
 
 def meets_target(us: float, individual: float) -> tuple[bool, float]:
@@ -134,6 +139,15 @@ def best_checkpoint_callback(eval_env: Any, widths: list[float], every: int, epi
                 self.best_return, self.best_step = mean, self.num_timesteps
                 self.best_state = copy.deepcopy(self.model.policy.state_dict())
             self.seconds += time.perf_counter() - t0
+
+        def state(self) -> dict[str, Any]:
+            """What a mid-cell checkpoint keeps of the selection so far."""
+            keys = ("best_return", "best_step", "best_state", "history", "seconds")
+            return {k: getattr(self, k) for k in keys}
+
+        def restore(self, state: dict[str, Any]) -> None:
+            for k, v in state.items():
+                setattr(self, k, v)
 
     return BestCheckpoint()
 
@@ -223,7 +237,8 @@ def run_cells(
     :func:`cells.run_pool`), each cell's file written here as it finishes; returns the exit code
     of :func:`cells.train_cells`."""
     return train_cells(run_cell, cells, jobs, time_limit_s, describe=lambda c: f"{c[0]} {c[1]} {c[2]} seed {c[3]}",
-                       save=lambda c, result: save_cell(cell_path(Path(c[4]), c[2], c[3]), result),
+                       save=lambda c, result: (save_cell(cell_path(Path(c[4]), c[2], c[3]), result),
+                                               discard_partial(c[4], c[2], c[3])),
                        backend=backend)  # fmt: skip
 
 
@@ -257,6 +272,51 @@ def machines_line(cells: list[dict[str, Any]]) -> list[str]:
     return ["Trained on (one thread per cell): " + "; ".join(f"{cpu} ({n} cells)" for cpu, n in counts.items()) + "  "]
 
 
+def partial_dir(out_dir: str | Path, method: str, seed: int) -> Path:
+    """Where a cell keeps its mid-training checkpoints (deleted once its JSON is written)."""
+    return Path(out_dir) / PARTIAL / f"{method}_s{seed}"
+
+
+def discard_partial(out_dir: str | Path, method: str, seed: int) -> None:
+    """Delete a finished cell's checkpoints (and the checkpoints folder once it is empty)."""
+    import shutil
+
+    folder = partial_dir(out_dir, method, seed)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass  # other cells' checkpoints are there, or it is gone already
+
+
+def _resume_cell(
+    folder: Path, identity: dict[str, Any], algo_class: Any, env: Any, device: str
+) -> tuple[Any, dict[str, Any]]:
+    """The model and cell state of ``folder``'s newest checkpoint, or ``(None, {})`` when there is
+    none; a checkpoint of another configuration (the task's steps or the code changed) is deleted."""
+    import shutil
+
+    import torch
+
+    from usrl.callbacks import latest_checkpoint
+    from usrl.runtime import set_rng_state
+
+    entry = latest_checkpoint(folder)
+    if entry is None or "extra" not in entry:
+        return None, {}
+    ckpt = folder / "checkpoints"
+    state = torch.load(ckpt / entry["extra"], weights_only=False)
+    if state.get("cell") != identity:
+        print(f"{folder}: checkpoint of another configuration, starting the cell over", flush=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None, {}
+    model = algo_class.load(ckpt / entry["model"], env=env, device=device)
+    if "replay_buffer" in entry:
+        model.load_replay_buffer(ckpt / entry["replay_buffer"])
+    set_rng_state(torch.load(ckpt / entry["rng"], weights_only=False))
+    return model, state
+
+
 def run_cell(
     task: str,
     algo: str,
@@ -268,7 +328,12 @@ def run_cell(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Train and sweep one (method, seed) cell (its final model, or its best checkpoint) with the task's preset,
-    ``params`` overriding it, on ``device``; returns its JSON (the caller writes it under ``out_dir``)."""
+    ``params`` overriding it, on ``device``; returns its JSON (the caller writes it under ``out_dir``).
+
+    Every 1/``CHECKPOINTS`` of training the cell saves a checkpoint (the train CLI's: model,
+    optimizer, replay buffer, random states, and here the selection so far) under
+    :func:`partial_dir`; a cell started again after a kill resumes from the newest one."""
+    from usrl.callbacks import ResumableCheckpoint
     from usrl.envs import make_vec_env, resolve_env
     from usrl.hyperparams import select_preset, shipped_presets
     from usrl.sweep import sweep
@@ -282,31 +347,58 @@ def run_cell(
     kwargs, widths = method_kwargs(method, hp, cfg["grid"])
     frame_stack = int(hp.get("frame_stack", 4))
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed, frame_stack=frame_stack)
-    model = algorithms()[algo](hp.get("policy", "MlpPolicy"), env, seed=seed, device=device, **kwargs)
-    progress = progress_callback(f"[{task} {algo}] {method} seed {seed}", cfg["steps"])
-    callback = None
+    identity = {"task": task, "algo": algo, "method": method, "seed": seed, "select": select,
+                "params": params or {}, "steps": cfg["steps"]}  # fmt: skip
+    folder = partial_dir(out_dir, method, seed)
+    algo_class = algorithms()[algo]
+    model, state = _resume_cell(folder, identity, algo_class, env, device)
+    if model is None:
+        model = algo_class(hp.get("policy", "MlpPolicy"), env, seed=seed, device=device, **kwargs)
+    label = f"[{task} {algo}] {method} seed {seed}"
+    if state:
+        print(f"{label}: resuming at {model.num_timesteps}/{cfg['steps']} steps", flush=True)
+    callbacks = [progress_callback(label, cfg["steps"])]
+    selection = None
     if select == "best":
         low, high = model.policy.width_range
         sel_widths = [high] if method.startswith("individual_") else [low, (low + high) / 2, high]
-        sel_env = make_vec_env(spec, n_envs=4, seed=20_000 + seed, frame_stack=frame_stack)
+        sel_env = make_vec_env(spec, n_envs=4, seed=20_000 + seed, frame_stack=frame_stack, eval_env=True)
         every = max(1, cfg["steps"] // SELECT_EVALS)
         per_width = SELECT_EPISODES // len(sel_widths)  # every model is selected on as many episodes
-        callback = best_checkpoint_callback(sel_env, sel_widths, every, per_width, 20_000 + seed)
+        selection = best_checkpoint_callback(sel_env, sel_widths, every, per_width, 20_000 + seed)
+        if state:
+            selection.restore(state["selection"])
+        callbacks.append(selection)
+    segments: list[dict[str, Any]] = list(state.get("segments", []))
+    segment = {"start_steps": model.num_timesteps, "end_steps": model.num_timesteps, "wall_s": 0.0}
     t0 = time.perf_counter()
-    model.learn(cfg["steps"], callback=[progress] if callback is None else [progress, callback])
-    train_time = time.perf_counter() - t0
+
+    def cell_state() -> dict[str, Any]:
+        segment.update(end_steps=model.num_timesteps, wall_s=round(time.perf_counter() - t0, 1))
+        return {"cell": identity, "segments": [*segments, segment],
+                "selection": None if selection is None else selection.state()}  # fmt: skip
+
+    every = max(1, cfg["steps"] // CHECKPOINTS)
+    callbacks.append(ResumableCheckpoint(every, folder, verbose=0, extra=cell_state, between_rollouts=True))
+    remaining = cfg["steps"] - model.num_timesteps
+    if remaining > 0:
+        model.learn(remaining, callback=callbacks, reset_num_timesteps=not state)
+    cell_state()
+    if segment["end_steps"] > segment["start_steps"]:  # not a cell killed while being evaluated
+        segments.append(segment)
+    # the train time excludes the selection episodes
+    train_time = sum(s["wall_s"] for s in segments) - (selection.seconds if selection is not None else 0.0)
     selected: dict[str, Any] = {}
-    if callback is not None:  # the train time excludes the selection episodes
-        train_time -= callback.seconds
-        model.policy.load_state_dict(callback.best_state)
+    if selection is not None:
+        model.policy.load_state_dict(selection.best_state)
         selected = {
-            "selected_step": callback.best_step,
-            "selection_history": callback.history,
+            "selected_step": selection.best_step,
+            "selection_history": selection.history,
             "selection_widths": sel_widths,
             "selection_episodes_per_width": per_width,
-            "selection_time_s": callback.seconds,
+            "selection_time_s": selection.seconds,
         }
-    eval_env = make_vec_env(spec, n_envs=4, seed=10_000 + seed, frame_stack=frame_stack)
+    eval_env = make_vec_env(spec, n_envs=4, seed=10_000 + seed, frame_stack=frame_stack, eval_env=True)
     if method.startswith("individual_"):
         rows = sweep(model, eval_env, [model.policy.width_range[1]], cfg["episodes"], 10_000 + seed)
         rows[0]["width"] = widths[0]
@@ -318,7 +410,9 @@ def run_cell(
         "method": method,
         "seed": seed,
         "steps": cfg["steps"],
+        "env_steps": model.num_timesteps,
         "train_time_s": train_time,
+        "segments": segments,
         "select": select,
         "params": params or {},
         "machine": machine(device),
@@ -326,7 +420,8 @@ def run_cell(
         "rows": rows,
     }
     print(
-        f"[{task} {algo}] {method} seed {seed}: {train_time:.0f}s"
+        f"{label}: {train_time:.0f}s"
+        + (f" in {len(segments)} segments" if len(segments) > 1 else "")
         + (f", best checkpoint at {selected['selected_step']} steps" if selected else "")
         + ", returns "
         + ", ".join(f"{r['width']:.3g}:{r['mean_return']:.1f}" for r in rows),
@@ -360,6 +455,17 @@ def result_name(task: str, algo: str, select: str = "final", params: dict[str, A
     )
 
 
+def normalised(task: str, cells: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The cells with returns on the task's normalised scale (unchanged without one), and the
+    name of what the report's numbers are."""
+    if "normalise" not in TASKS[task]:
+        return cells, "mean return"
+    lo, hi = TASKS[task]["normalise"]
+    scale = lambda v: (v - lo) / (hi - lo)  # noqa: E731
+    out = [{**c, "rows": [{**r, "mean_return": scale(r["mean_return"])} for r in c["rows"]]} for c in cells]
+    return out, f"normalised score (return - ({lo:g})) / {hi - lo:g}"
+
+
 def report(
     task: str,
     algo: str,
@@ -371,6 +477,7 @@ def report(
     params: dict[str, Any] | None = None,
 ) -> str:
     """Write <name>.md and <name>.png from the cells; returns the markdown."""
+    cells, measure = normalised(task, cells)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -381,7 +488,9 @@ def report(
     by_method: dict[str, list[dict[str, Any]]] = {}
     for c in cells:
         by_method.setdefault(c["method"], []).append(c)
-    fmt = lambda xs: mean_std(xs, 1)  # noqa: E731
+    digits = 3 if "normalise" in TASKS[task] else 1
+    fmt = lambda xs: mean_std(xs, digits)  # noqa: E731
+    tfmt = lambda xs: mean_std(xs, 1)  # noqa: E731
     lines = [
         f"# Width vs return: {task} ({TASKS[task]['env']}), US-{algo.upper()}",
         "",
@@ -407,9 +516,9 @@ def report(
             "for US methods, all at its width for individual nets)"
         )
         + f" evaluated on {TASKS[task]['episodes']} seeded episodes per width (the same episodes for every width "
-        "and method). Numbers: mean over seeds ± std over seeds of each model's mean return.",
+        f"and method). Numbers: mean over seeds ± std over seeds of each model's {measure}.",
         "",
-        "| method | " + " | ".join(f"w={w}" for w in WIDTHS) + " | area (mean return over widths) | train time (s) |",
+        "| method | " + " | ".join(f"w={w}" for w in WIDTHS) + f" | area ({measure} over widths) | train time (s) |",
         "|---|" + "---:|" * (len(WIDTHS) + 2),
     ]
     individual = {w: [at(c["rows"], w) for c in by_method.get(f"individual_{w}", [])] for w in WIDTHS}
@@ -419,7 +528,7 @@ def report(
         lines.append(
             f"| {method} | "
             + " | ".join(vals)
-            + f" | {fmt([auc(c['rows']) for c in cs])} | {fmt([c['train_time_s'] for c in cs])} |"
+            + f" | {fmt([auc(c['rows']) for c in cs])} | {tfmt([c['train_time_s'] for c in cs])} |"
         )
     ind_auc = (
         [
@@ -433,7 +542,7 @@ def report(
     lines.append(
         "| individual (one net per width) | "
         + " | ".join(fmt([v for v in individual[w] if v is not None]) for w in WIDTHS)
-        + f" | {fmt(ind_auc)} | {fmt(ind_times)} per net |"
+        + f" | {fmt(ind_auc)} | {tfmt(ind_times)} per net |"
     )
     lines.append("")
     # targets
@@ -445,7 +554,7 @@ def report(
         if u and ind:
             ok, rel = meets_target(float(np.mean(u)), float(np.mean(ind)))
             checks.append(
-                f"w={w}: US {np.mean(u):.1f} vs individual {np.mean(ind):.1f}, "
+                f"w={w}: US {np.mean(u):.{digits}f} vs individual {np.mean(ind):.{digits}f}, "
                 f"{100 * rel:+.1f}% of |individual| ({'meets' if ok else 'misses'} >= -{100 * TOLERANCE:.0f}%)"
             )
     us_auc = np.mean([auc(c["rows"]) for c in us]) if us else None
@@ -453,7 +562,9 @@ def report(
         a = by_method.get(abl, [])
         if us_auc is not None and a:
             a_auc = np.mean([auc(c["rows"]) for c in a])
-            checks.append(f"area: US {us_auc:.1f} vs {abl} {a_auc:.1f} ({'meets' if us_auc >= a_auc else 'misses'})")
+            checks.append(
+                f"area: US {us_auc:.{digits}f} vs {abl} {a_auc:.{digits}f} ({'meets' if us_auc >= a_auc else 'misses'})"
+            )
     lines += [
         f"Targets on the means (US within {100 * TOLERANCE:.0f}% of |the individual net's return| below it at each "
         f"width, i.e. >= {100 - 100 * TOLERANCE:.0f}% of it for positive returns; US area >= each ablation's):",
@@ -469,7 +580,7 @@ def report(
         area=lambda c: auc(c["rows"]),
         sandwich=["us", "us_no_distill", "us_no_sandwich"],
     )
-    lines += interval_lines(intervals, WIDTHS, "mean return")
+    lines += interval_lines(intervals, WIDTHS, measure)
     text = "\n".join(lines)
 
     fig, (ax, pax) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
@@ -479,7 +590,8 @@ def report(
         curves.append(as_curve("individual nets", intervals["curves"]["individual"], points=True))
     draw_curves(ax, curves)
     ax.set_xlabel("width")
-    ax.set_ylabel(f"{intervals['statistic']} of the seeds' mean returns (95% CI)")
+    which_values = "normalised scores" if "normalise" in TASKS[task] else "mean returns"
+    ax.set_ylabel(f"{intervals['statistic']} of the seeds' {which_values} (95% CI)")
     poi_panel(pax, intervals)
     name = algo.upper()
     which = "" if select == "final" else ", best checkpoints"

@@ -34,6 +34,7 @@ def test_tiny_preset_end_to_end_and_resume(load_benchmark, tmp_path: Path, capsy
     assert (cells / "us_s0.json").stat().st_mtime == mtime
     md = (tmp_path / "tiny.md").read_text()  # rebuilt from the cells, the note kept once
     assert md.count("## Reading these numbers\n\n- a note") == 1 and md.count("## Interval estimates") == 1
+    assert not (cells / wvr.PARTIAL).exists()  # finished cells leave no checkpoints behind
 
 
 def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -73,6 +74,52 @@ def test_tiny_preset_best_checkpoint_selection(load_benchmark, tmp_path: Path) -
     md = (tmp_path / "tiny_best.md").read_text()
     assert "best checkpoint" in md and (tmp_path / "tiny_best.png").is_file()
     assert not (tmp_path / "tiny.md").exists()
+
+
+def test_a_cell_killed_mid_training_resumes_from_its_last_checkpoint(
+    load_benchmark, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    wvr = load_benchmark("width_vs_return")
+    out = tmp_path / "cells"
+
+    class Killed(Exception):
+        pass
+
+    # checkpoints fall due every 40 of the 400 steps and are saved between rollouts (50 steps each
+    # here): the process dies at step 250, after the checkpoint of step 200
+    class DieAt(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps >= 250:
+                raise Killed
+            return True
+
+    progress = wvr.progress_callback
+    monkeypatch.setattr(wvr, "progress_callback", lambda label, total: DieAt())
+    with pytest.raises(Killed):
+        wvr.run_cell("tiny", "dqn", "us", 0, str(out), "best")
+    folder = wvr.partial_dir(out, "us", 0)
+    entry = json.loads((folder / "checkpoints" / "latest.json").read_text())
+    assert entry["timesteps"] == 200 and "replay_buffer" in entry and "extra" in entry
+    monkeypatch.setattr(wvr, "progress_callback", progress)
+    cell = wvr.run_cell("tiny", "dqn", "us", 0, str(out), "best")
+    assert cell["env_steps"] == 400 == cell["steps"]
+    assert [(s["start_steps"], s["end_steps"]) for s in cell["segments"]] == [(0, 200), (200, 400)]
+    assert cell["train_time_s"] > 0
+    # the selection carried over the kill: one evaluation per tenth, none repeated, none lost
+    assert [s for s, _ in cell["selection_history"]] == [40 * k for k in range(1, 11)]
+    assert cell["selected_step"] == max(cell["selection_history"], key=lambda h: h[1])[0]
+    # the driver deletes the checkpoints once the cell's file is written
+    wvr.discard_partial(out, "us", 0)
+    assert not (out / wvr.PARTIAL).exists()
+    # a checkpoint of another configuration is not resumed: that cell starts over
+    monkeypatch.setattr(wvr, "progress_callback", lambda label, total: DieAt())
+    with pytest.raises(Killed):
+        wvr.run_cell("tiny", "dqn", "us", 0, str(out), "best")
+    monkeypatch.setattr(wvr, "progress_callback", progress)
+    cell = wvr.run_cell("tiny", "dqn", "us", 0, str(out), "final")
+    assert [s["start_steps"] for s in cell["segments"]] == [0]
 
 
 def test_params_override_the_preset_into_their_own_cells(load_benchmark, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -120,3 +167,27 @@ def test_sandwich_only_overrides_share_the_one_width_cells(load_benchmark, tmp_p
     # an override that changes every model keeps every method's cells apart
     assert wvr.main([*args[:-2], "--methods", "individual_1.0", "--out", str(tmp_path), "-params", "gamma:0.9"]) == 0
     assert (tmp_path / "cells" / "tiny_gamma-0.9" / "individual_1.0_s0.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("task", "method", "params"),
+    [
+        # no updates (learning starts after the budget): an untrained net's game is short
+        ("pong", "individual_1.0", {"buffer_size": 1000, "learning_starts": 1000, "n_envs": 2}),
+        ("minatar-space-invaders", "individual_0.5", {"buffer_size": 1000, "learning_starts": 100}),
+    ],
+)
+def test_atari_and_minatar_tasks_run_a_tiny_budget_end_to_end(  # type: ignore[no-untyped-def]
+    load_benchmark, tmp_path: Path, monkeypatch, task: str, method: str, params: dict
+) -> None:
+    wvr = load_benchmark("width_vs_return")
+    monkeypatch.setitem(wvr.TASKS, task, {**wvr.TASKS[task], "steps": 300, "episodes": 1})
+    cell = wvr.run_cell(task, "dqn", method, 0, str(tmp_path), "final", params)
+    assert cell["env_steps"] == 300 and cell["train_time_s"] > 0
+    widths = [r["width"] for r in cell["rows"]]
+    assert widths == [float(method.split("_")[1])]
+    if task == "pong":  # full games with raw scores: an untrained agent loses, 21 points to at most 20
+        assert all(-21 <= r["mean_return"] <= -1 for r in cell["rows"])
+        (rows,), measure = wvr.normalised(task, [cell])
+        assert measure.startswith("normalised score")
+        assert [r["mean_return"] for r in rows["rows"]] == [(r["mean_return"] + 21) / 42 for r in cell["rows"]]

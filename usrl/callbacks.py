@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -132,17 +133,44 @@ class ResumableCheckpoint(PeriodicCallback):
 
     ``checkpoints/rl_model_<t>_steps.zip`` (model and optimizer), the replay buffer of the
     newest checkpoint only (``replay_buffer_<t>.pkl``; older ones are deleted, they can be GBs),
-    ``rng_<t>.pt`` (random states), then ``checkpoints/latest.json`` naming them, written
-    last: a kill at any moment leaves the previous complete checkpoint in place.
+    ``rng_<t>.pt`` (random states), with ``extra`` the caller's own state of that step
+    (``extra_<t>.pt``, from ``torch.save``; newest only), then ``checkpoints/latest.json`` naming
+    them, written last: a kill at any moment leaves the previous complete checkpoint in place.
+
+    With ``between_rollouts``, a checkpoint that falls due is saved at the start of the next
+    rollout (or at the end of training) instead: after the update on the rollout just
+    collected, and on the algorithm's own step grid, so that a resumed run takes exactly the
+    steps an uninterrupted one takes.
     """
 
-    def __init__(self, save_freq: int, run_dir: Path, verbose: int = 1) -> None:
+    def __init__(
+        self,
+        save_freq: int,
+        run_dir: Path,
+        verbose: int = 1,
+        extra: Callable[[], dict[str, Any]] | None = None,
+        between_rollouts: bool = False,
+    ) -> None:
         super().__init__(save_freq, verbose)
         self.dir = run_dir / "checkpoints"
+        self.extra = extra
+        self.between_rollouts = between_rollouts
+        self._due = False
         self.buffer_bytes_per_s: float | None = None  # measured at the last replay buffer save
 
     def act(self) -> None:
-        self.save()
+        if self.between_rollouts:
+            self._due = True
+        else:
+            self.save()
+
+    def _on_rollout_start(self) -> None:
+        if self._due:
+            self._due = False
+            self.save()
+
+    def _on_training_end(self) -> None:
+        self._on_rollout_start()
 
     def save(self, deadline: float | None = None) -> str:
         """Write a complete checkpoint now. With a ``deadline`` (``time.monotonic()``), the replay
@@ -176,9 +204,14 @@ class ResumableCheckpoint(PeriodicCallback):
                 self.buffer_bytes_per_s = size / max(time.monotonic() - t0, 1e-3)
                 entry["replay_buffer"] = buffer_name
         atomic_write(self.dir / rng_name, lambda tmp: torch.save(rng_state(), tmp))
+        if self.extra is not None:
+            extra = self.extra()
+            entry["extra"] = f"extra_{t}.pt"
+            atomic_write(self.dir / entry["extra"], lambda tmp: torch.save(extra, tmp))
         atomic_write_text(self.dir / "latest.json", json.dumps(entry))
-        if previous and previous.get("replay_buffer") and previous["replay_buffer"] != entry.get("replay_buffer"):
-            (self.dir / previous["replay_buffer"]).unlink(missing_ok=True)
+        for key in ("replay_buffer", "extra"):
+            if previous and previous.get(key) and previous[key] != entry.get(key):
+                (self.dir / previous[key]).unlink(missing_ok=True)
         if self.verbose:
             print(f"Saved checkpoint at {t} steps", flush=True)
         return skipped
