@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cells import add_backend_arguments, backend_from_args, cell_device  # noqa: E402
-from width_vs_return import METHODS, RESULTS, SELECTIONS, TASKS, CellArgs, pending_cells, run_cells  # noqa: E402
+from width_vs_return import METHODS, RESULTS, SELECTIONS, TASKS, CellArgs, pending_cells, resuming, run_cells  # noqa: E402
 
 
 class PlanError(ValueError):
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         for cell in pending_cells(args.out, task, algo, select, params, methods, seeds, cell_device(backend)):
             if cell not in todo:  # cells shared between groups train once
                 todo.append(cell)
-    print(f"{len(todo)} cells to train", flush=True)
+    print(f"{len(todo)} cells to train{resuming(todo)}", flush=True)
     return run_cells(todo, args.jobs, args.time_limit, backend)
 
 

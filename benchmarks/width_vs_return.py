@@ -230,6 +230,12 @@ def pending_cells(
     return todo
 
 
+def resuming(cells: list[CellArgs]) -> str:
+    """The note ", N of them from their last checkpoint" for cells that resume mid-training ("" if none)."""
+    n = sum(partial_dir(c[4], c[2], c[3]).exists() for c in cells)
+    return f", {n} of them from their last checkpoint" if n else ""
+
+
 def run_cells(
     cells: list[CellArgs], jobs: int, time_limit_s: float | None = None, backend: RayBackend | None = None
 ) -> int:
@@ -583,22 +589,26 @@ def report(
     lines += interval_lines(intervals, WIDTHS, measure)
     text = "\n".join(lines)
 
-    fig, (ax, pax) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
-    curves = [as_curve(m, intervals["curves"][m]) for m in ("us", "us_no_distill", "us_no_sandwich")
+    fig, (ax, max_, pax) = plt.subplots(1, 3, figsize=(15, 4.5), gridspec_kw={"width_ratios": [3, 3, 2]})
+    # a width's MACs are the same in every model that runs it (an individual net is the US net's
+    # width-w sub-network, or an MLP of as many units)
+    macs = {r["width"]: r["macs"] for c in cells for r in c["rows"] if "macs" in r}
+    curves = [as_curve(m, intervals["curves"][m], macs) for m in ("us", "us_no_distill", "us_no_sandwich")
               if intervals["curves"].get(m)]  # fmt: skip
     if intervals["curves"].get("individual"):
-        curves.append(as_curve("individual nets", intervals["curves"]["individual"], points=True))
-    draw_curves(ax, curves)
-    ax.set_xlabel("width")
+        curves.append(as_curve("individual nets", intervals["curves"]["individual"], macs, points=True))
     which_values = "normalised scores" if "normalise" in TASKS[task] else "mean returns"
-    ax.set_ylabel(f"{intervals['statistic']} of the seeds' {which_values} (95% CI)")
+    for axis, by_macs in ((ax, False), (max_, True)):
+        draw_curves(axis, curves, by_macs=by_macs)
+        axis.set_xlabel("MMACs per observation" if by_macs else "width")
+        axis.set_ylabel(f"{intervals['statistic']} of the seeds' {which_values} (95% CI)")
+        axis.grid(alpha=0.3)
     poi_panel(pax, intervals)
     name = algo.upper()
     which = "" if select == "final" else ", best checkpoints"
     ax.set_title(
         f"{TASKS[task]['env']}: one US-{name} vs individually trained {name}s\n({len(seeds)} seeds{which})", fontsize=11
     )
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     stem = result_name(task, algo, select, params)
@@ -642,7 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = pending_cells(
         args.out, args.task, args.algo, args.select, params, args.methods, args.seeds, cell_device(backend)
     )
-    print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
+    done = len(args.methods) * len(args.seeds) - len(todo)
+    print(f"{len(todo)} cells to train{resuming(todo)}, {done} done already", flush=True)
     code = run_cells(todo, args.jobs, backend=backend)
     if code:
         return code
