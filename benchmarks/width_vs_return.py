@@ -299,7 +299,7 @@ def _resume_cell(
     folder: Path, identity: dict[str, Any], algo_class: Any, env: Any, device: str
 ) -> tuple[Any, dict[str, Any]]:
     """The model and cell state of ``folder``'s newest checkpoint, or ``(None, {})`` when there is
-    none; a checkpoint of another configuration (the task's steps or the code changed) is deleted."""
+    none; a checkpoint of another configuration (the task's steps or the preset changed) is deleted."""
     import shutil
 
     import torch
@@ -354,7 +354,7 @@ def run_cell(
     frame_stack = int(hp.get("frame_stack", 4))
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed, frame_stack=frame_stack)
     identity = {"task": task, "algo": algo, "method": method, "seed": seed, "select": select,
-                "params": params or {}, "steps": cfg["steps"]}  # fmt: skip
+                "steps": cfg["steps"], "hyperparams": hp}  # fmt: skip
     folder = partial_dir(out_dir, method, seed)
     algo_class = algorithms()[algo]
     model, state = _resume_cell(folder, identity, algo_class, env, device)
