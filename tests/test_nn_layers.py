@@ -141,20 +141,34 @@ def test_fixed_sides_do_not_slim() -> None:
     assert stem.shape_at(0.25)[:2] == (4, 8)
 
 
-def test_cached_eval_path_tracks_weight_updates() -> None:
-    layer = USConv2d(16, 16, 3)
-    set_width(layer, 0.5)
-    x = torch.randn(1, 8, 5, 5)
+@pytest.mark.parametrize("update", ["add_", "fused_adam", "data", "load_state_dict"])
+def test_no_grad_forward_at_a_slim_width_sees_every_weight_update(update: str) -> None:
+    # a fused optimizer and ``.data`` writes (SB3's polyak_update) leave the version counter as it
+    # was: a cache keyed on it served the first weights forever (individual nets at w < 1 acted,
+    # and took TD targets, with their initial weights)
+    conv, lin = USConv2d(16, 16, 3), USLinear(16, 8, divisor=1)
+    opt = torch.optim.Adam([*conv.parameters(), *lin.parameters()], lr=0.1, fused=True)
+    for layer in (conv, lin):
+        set_width(layer, 0.5)
+    x, v = torch.randn(2, 8, 5, 5), torch.randn(2, 8)
     with torch.no_grad():
-        y1 = layer(x)
-        layer.weight.add_(1.0)  # an optimizer step
-        y2 = layer(x)
-        ref = F.conv2d(x, layer.weight[:8, :8], layer.bias[:8])
-    assert not torch.allclose(y1, y2)
-    torch.testing.assert_close(y2, ref)
-    layer.load_state_dict({k: torch.zeros_like(v) for k, v in layer.state_dict().items()})
+        before = conv(x), lin(v)
+    if update == "fused_adam":
+        (conv(x).sum() + lin(v).sum()).backward()
+        opt.step()
+    else:
+        for layer in (conv, lin):
+            if update == "load_state_dict":
+                layer.load_state_dict({k: t + 1.0 for k, t in layer.state_dict().items()})
+            else:
+                with torch.no_grad():
+                    (layer.weight.data if update == "data" else layer.weight).add_(1.0)
     with torch.no_grad():
-        assert torch.count_nonzero(layer(x)) == 0
+        after = conv(x), lin(v)
+        ref = F.conv2d(x, conv.weight[:8, :8], conv.bias[:8]), F.linear(v, lin.weight[:4, :8], lin.bias[:4])
+    for b, a, r in zip(before, after, ref, strict=True):
+        assert not torch.allclose(b, a)
+        torch.testing.assert_close(a, r)
 
 
 @pytest.mark.parametrize("w", WIDTHS)

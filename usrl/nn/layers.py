@@ -25,44 +25,16 @@ def _ratios(ratio: int | tuple[int, int]) -> tuple[int, int]:
     return r_in, r_out
 
 
-class _SlicedWeights:
-    """Slices a layer's weight/bias to the channels in use.
-
-    With autograd recording, slices are views (gradients reach only the used weights). Without
-    it (eval, rollouts, targets) a contiguous copy is cached and reused until the weights change
-    (tracked by tensor version and storage), so a fixed width runs as fast as a static layer.
-    """
-
-    __slots__ = ("key", "weight", "bias")
-
-    def __init__(self) -> None:
-        self.key: tuple[Any, ...] | None = None
-        self.weight: Tensor | None = None
-        self.bias: Tensor | None = None
-
-    def get(self, weight: Tensor, bias: Tensor | None, index: tuple[slice, ...]) -> tuple[Tensor, Tensor | None]:
-        out_slice = index[0]
-        if torch.is_grad_enabled() and (weight.requires_grad or (bias is not None and bias.requires_grad)):
-            return weight[index], None if bias is None else bias[out_slice]
-        key = (
-            index,
-            weight._version,
-            weight.data_ptr(),
-            None if bias is None else (bias._version, bias.data_ptr()),
-            torch.is_inference_mode_enabled(),
-        )
-        if key != self.key:
-            self.weight = weight[index].contiguous()
-            self.bias = None if bias is None else bias[out_slice].contiguous()
-            self.key = key
-        return self.weight, self.bias  # type: ignore[return-value]
-
-    def clear(self) -> None:
-        self.key = self.weight = self.bias = None
+def _sliced(weight: Tensor, bias: Tensor | None, index: tuple[slice, ...]) -> tuple[Tensor, Tensor | None]:
+    """The leading slice of a layer's weight and bias, as views (gradients reach only the used
+    weights). Never cached: optimizers with fused kernels and ``.data`` writes (SB3's
+    ``polyak_update``) change weights without bumping their version counter, so no cheap key
+    tells a cached copy is stale."""
+    return weight[index], None if bias is None else bias[index[0]]
 
 
 class _SlimmableLayer(SlimmableMixin, nn.Module):
-    """Common parts of USLinear and USConv2d: the per-width shape and the sliced-weight cache."""
+    """Common parts of USLinear and USConv2d: the per-width shape and the shared-stem cache."""
 
     def _init_slimming(
         self, full_in: int, full_out: int, slim_in: bool, slim_out: bool, divisor: int, ratio: int | tuple[int, int]
@@ -78,7 +50,6 @@ class _SlimmableLayer(SlimmableMixin, nn.Module):
     def _init_layer(self) -> None:
         self._init_width()
         self._shape_cache: tuple[float, tuple[int, ...]] | None = None
-        self._sliced = _SlicedWeights()
         self._stem_cache: list[Tensor] | None = None  # [input, full-width output] inside share_stem()
 
     def _shape(self, w: float) -> tuple[int, ...]:
@@ -109,13 +80,8 @@ class _SlimmableLayer(SlimmableMixin, nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_sliced"] = _SlicedWeights()
         state["_stem_cache"] = None
         return state
-
-    def _apply(self, fn: Any, recurse: bool = True) -> nn.Module:
-        self._sliced.clear()
-        return super()._apply(fn, recurse)
 
 
 class USLinear(_SlimmableLayer):
@@ -171,7 +137,7 @@ class USLinear(_SlimmableLayer):
             return self._from_stem_cache(x, out_f, -1)
         if in_f == self.in_features and out_f == self.out_features:
             return F.linear(x, self.weight, self.bias)
-        weight, bias = self._sliced.get(self.weight, self.bias, (slice(0, out_f), slice(0, in_f)))
+        weight, bias = _sliced(self.weight, self.bias, (slice(0, out_f), slice(0, in_f)))
         return F.linear(x, weight, bias)
 
     def _full_forward(self, x: Tensor) -> Tensor:
@@ -273,9 +239,9 @@ class USConv2d(_SlimmableLayer):
         if out_c == self.out_channels and in_c == self.in_channels:
             weight, bias = self.weight, self.bias
         elif groups == 1:
-            weight, bias = self._sliced.get(self.weight, self.bias, (slice(0, out_c), slice(0, in_c)))
+            weight, bias = _sliced(self.weight, self.bias, (slice(0, out_c), slice(0, in_c)))
         else:
-            weight, bias = self._sliced.get(self.weight, self.bias, (slice(0, out_c),))
+            weight, bias = _sliced(self.weight, self.bias, (slice(0, out_c),))
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
 
     def _full_forward(self, x: Tensor) -> Tensor:
