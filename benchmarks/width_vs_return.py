@@ -236,6 +236,12 @@ def resuming(cells: list[CellArgs]) -> str:
     return f", {n} of them from their last checkpoint" if n else ""
 
 
+def _save_cell(cell: CellArgs, result: dict[str, Any]) -> None:
+    """Write a finished cell's JSON, then delete its checkpoints."""
+    save_cell(cell_path(Path(cell[4]), cell[2], cell[3]), result)
+    discard_partial(cell[4], cell[2], cell[3])
+
+
 def run_cells(
     cells: list[CellArgs], jobs: int, time_limit_s: float | None = None, backend: RayBackend | None = None
 ) -> int:
@@ -243,8 +249,7 @@ def run_cells(
     :func:`cells.run_pool`), each cell's file written here as it finishes; returns the exit code
     of :func:`cells.train_cells`."""
     return train_cells(run_cell, cells, jobs, time_limit_s, describe=lambda c: f"{c[0]} {c[1]} {c[2]} seed {c[3]}",
-                       save=lambda c, result: (save_cell(cell_path(Path(c[4]), c[2], c[3]), result),
-                                               discard_partial(c[4], c[2], c[3])),
+                       save=_save_cell,
                        backend=backend)  # fmt: skip
 
 
@@ -369,9 +374,9 @@ def run_cell(
         low, high = model.policy.width_range
         sel_widths = [high] if method.startswith("individual_") else [low, (low + high) / 2, high]
         sel_env = make_vec_env(spec, n_envs=4, seed=20_000 + seed, frame_stack=frame_stack, eval_env=True)
-        every = max(1, cfg["steps"] // SELECT_EVALS)
+        select_every = max(1, cfg["steps"] // SELECT_EVALS)
         per_width = SELECT_EPISODES // len(sel_widths)  # every model is selected on as many episodes
-        selection = best_checkpoint_callback(sel_env, sel_widths, every, per_width, 20_000 + seed)
+        selection = best_checkpoint_callback(sel_env, sel_widths, select_every, per_width, 20_000 + seed)
         if state:
             selection.restore(state["selection"])
         callbacks.append(selection)
@@ -384,8 +389,8 @@ def run_cell(
         return {"cell": identity, "segments": [*segments, segment],
                 "selection": None if selection is None else selection.state()}  # fmt: skip
 
-    every = max(1, cfg["steps"] // CHECKPOINTS)
-    callbacks.append(ResumableCheckpoint(every, folder, verbose=0, extra=cell_state, between_rollouts=True))
+    checkpoint_every = max(1, cfg["steps"] // CHECKPOINTS)
+    callbacks.append(ResumableCheckpoint(checkpoint_every, folder, verbose=0, extra=cell_state, between_rollouts=True))
     remaining = cfg["steps"] - model.num_timesteps
     if remaining > 0:
         model.learn(remaining, callback=callbacks, reset_num_timesteps=not state)
@@ -494,7 +499,8 @@ def report(
     by_method: dict[str, list[dict[str, Any]]] = {}
     for c in cells:
         by_method.setdefault(c["method"], []).append(c)
-    digits = 3 if "normalise" in TASKS[task] else 1
+    scaled = "normalise" in TASKS[task]
+    digits = 3 if scaled else 1
     fmt = lambda xs: mean_std(xs, digits)  # noqa: E731
     tfmt = lambda xs: mean_std(xs, 1)  # noqa: E731
     lines = [
@@ -597,7 +603,7 @@ def report(
               if intervals["curves"].get(m)]  # fmt: skip
     if intervals["curves"].get("individual"):
         curves.append(as_curve("individual nets", intervals["curves"]["individual"], macs, points=True))
-    which_values = "normalised scores" if "normalise" in TASKS[task] else "mean returns"
+    which_values = "normalised scores" if scaled else "mean returns"
     for axis, by_macs in ((ax, False), (max_, True)):
         draw_curves(axis, curves, by_macs=by_macs)
         axis.set_xlabel("MMACs per observation" if by_macs else "width")

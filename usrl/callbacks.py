@@ -164,13 +164,16 @@ class ResumableCheckpoint(PeriodicCallback):
         else:
             self.save()
 
-    def _on_rollout_start(self) -> None:
+    def _save_if_due(self) -> None:
         if self._due:
             self._due = False
             self.save()
 
+    def _on_rollout_start(self) -> None:
+        self._save_if_due()
+
     def _on_training_end(self) -> None:
-        self._on_rollout_start()
+        self._save_if_due()
 
     def save(self, deadline: float | None = None) -> str:
         """Write a complete checkpoint now. With a ``deadline`` (``time.monotonic()``), the replay
