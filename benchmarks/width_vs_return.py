@@ -94,6 +94,9 @@ METHODS = ["us", "us_no_distill", "us_no_sandwich", *(f"individual_{w}" for w in
 # Overrides that change only how a step's several widths learn: a method that trains one width
 # per step (individual nets, the no-sandwich ablation) is the same model with or without them.
 SANDWICH_ONLY_KEYS = frozenset({"n_widths", "distill", "distill_weight", "distill_teacher", "student_weight"})
+# overrides that leave a plain net trained at its one (full) width unchanged: an individual MLP
+# net is built at full width, so its critic is full-size whatever slim_critic says
+INDIVIDUAL_SAME_KEYS = SANDWICH_ONLY_KEYS | {"policy_kwargs.slim_critic"}
 SELECTIONS = ("final", "best")
 SELECT_EVALS = 10  # --select best considers a checkpoint every tenth of training (and the last one)
 SELECT_EPISODES = 15  # selection episodes per checkpoint, split evenly over the widths selected on
@@ -195,11 +198,13 @@ def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[st
 
 
 def cell_params(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The overrides that define a method's cell: none for a one-width-per-step method when every
-    override is sandwich-only (its cell is then shared with the preset's folder, not retrained)."""
+    """The overrides that define a method's cell: none for a one-width-per-step method when no
+    override changes its model (its cell is then shared with the preset's folder, not retrained)."""
     params = dict(params or {})
-    one_width = method.startswith("individual_") or method == "us_no_sandwich"
-    return {} if one_width and set(params) <= SANDWICH_ONLY_KEYS else params
+    unchanged = {"us_no_sandwich": SANDWICH_ONLY_KEYS}.get(
+        method, INDIVIDUAL_SAME_KEYS if method.startswith("individual_") else frozenset()
+    )
+    return {} if set(params) <= unchanged else params
 
 
 def cell_file(out: Path, task: str, algo: str, select: str, params: dict[str, Any], method: str, seed: int) -> Path:
@@ -346,7 +351,7 @@ def run_cell(
     :func:`partial_dir`; a cell started again after a kill resumes from the newest one."""
     from usrl.callbacks import ResumableCheckpoint
     from usrl.envs import make_vec_env, resolve_env
-    from usrl.hyperparams import select_preset, shipped_presets
+    from usrl.hyperparams import apply_params, select_preset, shipped_presets
     from usrl.sweep import sweep
     from usrl.train import algorithms
 
@@ -354,7 +359,7 @@ def run_cell(
     spec = resolve_env(cfg["env"])
     hp = select_preset(shipped_presets(algo), spec.env_id, spec.family, f"{algo}.yml")
     hp.update(cfg.get("overrides", {}).get(algo, {}))
-    hp.update(params or {})
+    hp = apply_params(hp, params or {})
     kwargs, widths = method_kwargs(method, hp, cfg["grid"])
     frame_stack = int(hp.get("frame_stack", 4))
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed, frame_stack=frame_stack)
@@ -455,6 +460,17 @@ def at(rows: list[dict[str, Any]], w: float) -> float | None:
     return value_at(rows, w, "mean_return")
 
 
+def overrides_line(params: dict[str, Any], methods: list[str]) -> str:
+    """The report's line on its -params overrides, naming the methods whose cells are the preset's."""
+    given = ", ".join(f"`{k}: {v}`" for k, v in sorted(params.items()))
+    kept = [m for m in methods if not cell_params(m, params)]
+    if not kept:
+        return f"Preset overrides, for every method: {given}  "
+    return (
+        f"Preset overrides: {given}; they do not change the models of {', '.join(kept)}, whose cells are the preset's  "
+    )
+
+
 def result_name(task: str, algo: str, select: str = "final", params: dict[str, Any] | None = None) -> str:
     """The file stem of a task's results: the task for DQN, ``<task>_<algo>`` otherwise; ``_best`` for
     --select best; then ``_<key>-<value>`` per -params override (sorted), so variants never share cells."""
@@ -507,17 +523,7 @@ def report(
         f"# Width vs return: {task} ({TASKS[task]['env']}), US-{algo.upper()}",
         "",
         f"Command: `{command}`  ",
-        *(
-            [f"Preset overrides, for every method: {', '.join(f'`{k}: {v}`' for k, v in sorted(params.items()))}  "]
-            if params and set(params) - SANDWICH_ONLY_KEYS
-            else [
-                f"Preset overrides, for the sandwich methods: {', '.join(f'`{k}: {v}`' for k, v in sorted(params.items()))}"
-                " (they do not change a model trained one width per step: the individual nets and us_no_sandwich are"
-                " the preset's cells)  "
-            ]
-            if params
-            else []
-        ),
+        *([overrides_line(params, sorted(by_method))] if params else []),
         *machines_line(cells),
         f"Seeds: {', '.join(map(str, seeds))}; {TASKS[task]['steps']} env steps per model; each "
         + (

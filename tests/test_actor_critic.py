@@ -4,6 +4,7 @@ save/load, bad widths, drop-in use in plain SB3, the CLI and the sweep."""
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from usrl import USA2C, USPPO
 from usrl.agents import USActorCriticCnnPolicy, USActorCriticPolicy
 from usrl.agents.ac_policies import detach_distribution, distill_loss
-from usrl.nn import get_width, sandwich_widths
+from usrl.nn import get_width, sandwich_widths, slimmable_modules
 
 
 def test_aliases_public_imports_and_slimmed_heads() -> None:
@@ -36,11 +37,13 @@ def test_aliases_public_imports_and_slimmed_heads() -> None:
     torch.testing.assert_close(w @ w.T, 1e-4 * torch.eye(2), atol=1e-7, rtol=0)
 
 
-@pytest.mark.parametrize(("us_cls", "sb3_cls"), [(USPPO, PPO), (USA2C, A2C)])
-def test_n_widths_1_trains_exactly_like_sb3(us_cls: type, sb3_cls: type) -> None:
+@pytest.mark.parametrize(
+    ("us_cls", "sb3_cls", "slim_critic"), [(USPPO, PPO, True), (USA2C, A2C, True), (USPPO, PPO, False)]
+)
+def test_n_widths_1_trains_exactly_like_sb3(us_cls: type, sb3_cls: type, slim_critic: bool) -> None:
     """Same seed, same rollouts, same updates: identical parameters after several updates."""
     kwargs = dict(seed=3, n_steps=64)
-    us = us_cls("MlpPolicy", "CartPole-v1", n_widths=1, **kwargs)
+    us = us_cls("MlpPolicy", "CartPole-v1", n_widths=1, policy_kwargs=dict(slim_critic=slim_critic), **kwargs)
     us.learn(640)
     sb3 = sb3_cls("MlpPolicy", "CartPole-v1", **kwargs)  # seeding resets the global RNGs
     sb3.learn(640)
@@ -55,12 +58,14 @@ def _collect(model: USA2C | USPPO, n: int) -> None:
     model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=n)
 
 
-@pytest.mark.parametrize("student_weight", [1.0, 0.4])
-def test_a2c_sandwich_gradient_equals_hand_built_loss(student_weight: float) -> None:
+@pytest.mark.parametrize(("student_weight", "slim_critic"), [(1.0, True), (0.4, True), (0.4, False)])
+def test_a2c_sandwich_gradient_equals_hand_built_loss(student_weight: float, slim_critic: bool) -> None:
     """One update's gradient = own loss at full width + for each other width, times
     ``student_weight``, KL(detached full-width policy || its policy) + vf_coef * MSE(its value,
-    detached full value)."""
-    m = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, ent_coef=0.01, seed=0, student_weight=student_weight)
+    detached full value); with a full-width critic the other widths have no value term."""
+    pk = dict(slim_critic=slim_critic)
+    m = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, ent_coef=0.01, seed=0, student_weight=student_weight,
+              policy_kwargs=pk)  # fmt: skip
     m.max_grad_norm = 1e9  # no clipping: compare raw gradients
     _collect(m, 16)
     widths = sandwich_widths(3, 0.25, 1.0, torch.Generator().set_state(m.width_generator.get_state()))
@@ -71,7 +76,7 @@ def test_a2c_sandwich_gradient_equals_hand_built_loss(student_weight: float) -> 
     m.train()
     got = {n: p.grad.clone() for n, p in policy.named_parameters()}
 
-    ref = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, seed=0)
+    ref = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, seed=0, policy_kwargs=pk)
     with torch.no_grad():
         for n, p in ref.policy.named_parameters():
             p.copy_(before[n])
@@ -93,11 +98,42 @@ def test_a2c_sandwich_gradient_equals_hand_built_loss(student_weight: float) -> 
         else:
             t = teacher_logits.detach()
             kl = (t.softmax(-1) * (t.log_softmax(-1) - logits.log_softmax(-1))).sum(-1).mean()
-            total = total + student_weight * (kl + m.vf_coef * F.mse_loss(values, teacher_values.detach()))
+            value_term = m.vf_coef * F.mse_loss(values, teacher_values.detach()) if slim_critic else 0.0
+            total = total + student_weight * (kl + value_term)
     total.backward()
     for n, p in rp.named_parameters():
         torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-7)
     assert get_width(policy) == 1.0  # back at the rollout width
+
+
+def test_full_width_critic() -> None:
+    """``slim_critic=False``: plain full-size critic layers, the same values at every width, a
+    slimmable actor; kept through save/load; refused where the critic's features would slim."""
+    m = USPPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, n_epochs=1, seed=1,
+              policy_kwargs=dict(slim_critic=False))  # fmt: skip
+    p = m.policy
+    assert not p.critic_slims and USPPO("MlpPolicy", "CartPole-v1", n_steps=64).policy.critic_slims
+    assert not slimmable_modules(p.mlp_extractor.value_net) and type(p.value_net) is torch.nn.Linear
+    assert p.action_net.shape_at(0.25) == (16, 2)
+    obs = torch.randn(5, 4)
+    p.set_width(0.25)
+    low_dist, low_values = p.distribution_and_values(obs)
+    low_logits = low_dist.distribution.logits  # SB3 refills its Distribution object on the next forward
+    p.set_width(1.0)
+    full_dist, full_values = p.distribution_and_values(obs)
+    torch.testing.assert_close(low_values, full_values)
+    assert not torch.allclose(low_logits, full_dist.distribution.logits)
+    m.learn(128)
+    assert get_width(p) == 1.0
+    with tempfile.TemporaryDirectory() as tmp:
+        m.save(f"{tmp}/m")
+        loaded = USPPO.load(f"{tmp}/m")
+    assert loaded.policy.slim_critic is False and not loaded.policy.critic_slims
+    image = gym.spaces.Box(0, 255, (1, 36, 36), np.uint8)
+    with pytest.raises(ValueError, match="slim_critic=False needs a critic whose features do not slim"):
+        USActorCriticCnnPolicy(image, gym.spaces.Discrete(2), lambda _: 1e-3, slim_critic=False)
+    with pytest.raises(ValueError, match="slim_critic must be True or False"):
+        USPPO("MlpPolicy", "CartPole-v1", policy_kwargs=dict(slim_critic="no"))
 
 
 def test_ppo_rollout_teacher() -> None:

@@ -449,3 +449,26 @@ def test_grace_period_too_short_for_the_replay_buffer_keeps_the_previous_one(tmp
     model.load_replay_buffer(run / "checkpoints" / entry["replay_buffer"])
     # SB3 stores a step's transition after the callbacks run: the buffer of step t holds t - 1
     assert model.replay_buffer.size() == entry["replay_buffer_timesteps"] - 1
+
+
+def test_a_policy_kwargs_override_sets_one_key_or_replaces_them_all() -> None:
+    from usrl import USPPO
+    from usrl.hyperparams import HyperparamError, apply_params, check_keys, parse_params
+
+    preset = {"n_steps": 32, "policy_kwargs": {"net_arch": [64, 64], "width_range": [0.25, 1.0]}}
+    one = parse_params(["policy_kwargs.slim_critic:False", "n_steps:64"])
+    check_keys(one, USPPO, "-params")
+    assert apply_params(preset, one) == {
+        "n_steps": 64,
+        "policy_kwargs": {"net_arch": [64, 64], "width_range": [0.25, 1.0], "slim_critic": False},
+    }
+    assert preset["policy_kwargs"] == {"net_arch": [64, 64], "width_range": [0.25, 1.0]}  # not modified
+    whole = apply_params(preset, parse_params(['policy_kwargs:"dict(net_arch=[32])"']))
+    assert whole["policy_kwargs"] == "dict(net_arch=[32])"  # replaced, as rl-zoo3 does (parsed later)
+    assert apply_params(whole, {"policy_kwargs.slim_critic": False})["policy_kwargs"] == {
+        "net_arch": [32],
+        "slim_critic": False,
+    }
+    for bad in ("policy_kwargs.", "gamma.x"):
+        with pytest.raises(HyperparamError, match="unknown hyperparameter"):
+            check_keys({bad: 1}, USPPO, "-params")

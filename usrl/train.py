@@ -29,6 +29,7 @@ import yaml
 from usrl.hyperparams import (
     HyperparamError,
     add_params_argument,
+    apply_params,
     check_keys,
     load_yaml,
     parse_params,
@@ -87,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n-widths", type=int, help="widths per gradient step (sandwich rule; 1 = plain training)")
     p.add_argument("--distill", choices=["mse", "huber", "kl", "none"], help="inplace distillation loss")
-    add_params_argument(p, 'override hyperparameters, e.g. learning_rate:1e-4 policy_kwargs:"dict(net_arch=[64])"')
+    add_params_argument(
+        p,
+        'override hyperparameters, e.g. learning_rate:1e-4 policy_kwargs:"dict(net_arch=[64])" '
+        "(replaces the preset's policy_kwargs) or policy_kwargs.slim_critic:False (sets one of them)",
+    )
     p.add_argument("-conf", "--conf-file", help="a presets YAML to use instead of the shipped one")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("-P", "--progress", action="store_true", help="show a progress bar")
@@ -194,7 +199,7 @@ def _resolve_hyperparams(
     check_keys(hp, algo_class, source)
     overrides = parse_params(args.hyperparams)
     check_keys(overrides, algo_class, "-params")
-    hp.update(overrides)
+    hp = apply_params(hp, overrides)
     policy_kwargs = hp.get("policy_kwargs") or {}
     if isinstance(policy_kwargs, str):
         policy_kwargs = parse_value(policy_kwargs)

@@ -9,14 +9,14 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution, StateDependentNoiseDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, create_mlp
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
 
 from usrl.agents.common import SlimmablePolicyMixin, check_divisor, extractor_kwargs
 from usrl.agents.torch_layers import USCombinedExtractor, USNatureCNN, create_us_mlp, is_slimmable_extractor
-from usrl.nn import DEFAULT_WIDTH_RANGE, USConv2d, USLinear, check_width_range, make_slimmable
+from usrl.nn import DEFAULT_WIDTH_RANGE, USConv2d, USLinear, check_width_range, make_slimmable, slimmable_modules
 
 
 class USMlpExtractor(nn.Module):
@@ -24,8 +24,9 @@ class USMlpExtractor(nn.Module):
 
     ``net_arch`` as SB3's: a list (the same hidden sizes for two separate networks) or
     ``dict(pi=[...], vf=[...])``. ``slim_input``: whether the features slim (after a
-    slimmable extractor). ``latent_pi_slims`` / ``latent_vf_slims`` tell the heads whether
-    their inputs follow the width.
+    slimmable extractor). ``slim_critic=False`` builds the value network of plain layers,
+    always at full size (its input must not slim). ``latent_pi_slims`` / ``latent_vf_slims``
+    tell the heads whether their inputs follow the width.
     """
 
     def __init__(
@@ -37,19 +38,25 @@ class USMlpExtractor(nn.Module):
         *,
         slim_input: bool = False,
         divisor: int = 1,
+        slim_critic: bool = True,
     ) -> None:
         super().__init__()
+        if not slim_critic and slim_input:
+            raise ValueError("a full-width critic cannot take features that slim")
         if isinstance(net_arch, dict):
             pi_arch, vf_arch = list(net_arch.get("pi", [])), list(net_arch.get("vf", []))
         else:
             pi_arch, vf_arch = list(net_arch), list(net_arch)
         layers = dict(activation_fn=activation_fn, slim_input=slim_input, divisor=divisor)
         self.policy_net = nn.Sequential(*create_us_mlp(feature_dim, 0, pi_arch, **layers))  # type: ignore[arg-type]
-        self.value_net = nn.Sequential(*create_us_mlp(feature_dim, 0, vf_arch, **layers))  # type: ignore[arg-type]
+        if slim_critic:
+            self.value_net = nn.Sequential(*create_us_mlp(feature_dim, 0, vf_arch, **layers))  # type: ignore[arg-type]
+        else:
+            self.value_net = nn.Sequential(*create_mlp(feature_dim, 0, vf_arch, activation_fn))
         self.latent_dim_pi = pi_arch[-1] if pi_arch else feature_dim
         self.latent_dim_vf = vf_arch[-1] if vf_arch else feature_dim
         self.latent_pi_slims = bool(pi_arch) or slim_input
-        self.latent_vf_slims = bool(vf_arch) or slim_input
+        self.latent_vf_slims = slim_critic and (bool(vf_arch) or slim_input)
 
     def forward(self, features: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         return self.forward_actor(features), self.forward_critic(features)
@@ -93,7 +100,11 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
     rounding; 1 for exact ``round(C * w)``). The hidden layers (and a usrl extractor's
     channels) slim; the action head's and value head's inputs slim, their outputs (action
     parameters, one value) never do; ``log_std`` of Gaussian actions is shared by all widths.
-    Orthogonal initialisation covers the slimmable layers as SB3 does its own. With gSDE
+    ``slim_critic=False`` keeps the critic (value network and head) at full size at every
+    width: acting runs the actor only, so a small deployed net does not need a small critic,
+    and US-PPO/US-A2C then train the critic at full width only, once per minibatch (it needs
+    features that do not slim: an MLP policy, or a features extractor without slimmable
+    layers). Orthogonal initialisation covers the slimmable layers as SB3 does its own. With gSDE
     (``use_sde=True``) one exploration matrix serves every width: a narrower latent uses its
     leading rows (the latent is zero-padded to full width before the noise is drawn).
     """
@@ -121,9 +132,13 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         width_range: tuple[float, float] = DEFAULT_WIDTH_RANGE,
         divisor: int = 1,
+        slim_critic: bool = True,
     ) -> None:
         self.width_range = check_width_range(*width_range)
         self.divisor = check_divisor(divisor)
+        if not isinstance(slim_critic, bool):
+            raise ValueError(f"slim_critic must be True or False, got {slim_critic!r}")
+        self.slim_critic = slim_critic
         super().__init__(
             observation_space,
             action_space,
@@ -146,6 +161,12 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
         make_slimmable(self, self.width_range)
 
     def _build_mlp_extractor(self) -> None:
+        if not self.slim_critic and slimmable_modules(self.features_extractor):
+            raise ValueError(
+                f"slim_critic=False needs a critic whose features do not slim, but {type(self.features_extractor).__name__} "
+                "has slimmable layers (its copy for the critic too): use an MLP policy or a features extractor "
+                "without slimmable layers (e.g. SB3's own)"
+            )
         self.mlp_extractor = USMlpExtractor(
             self.features_dim,
             self.net_arch,
@@ -153,6 +174,7 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
             self.device,
             slim_input=is_slimmable_extractor(self.features_extractor),
             divisor=self.divisor,
+            slim_critic=self.slim_critic,
         ).to(self.device)
 
     def _build(self, lr_schedule: Schedule) -> None:
@@ -160,7 +182,8 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
         # SB3 built plain nn.Linear heads, initialised them and handed their parameters to the
         # optimizer; the slimmable heads take over those very parameters.
         self.action_net = _slim_head(self.action_net, self.mlp_extractor.latent_pi_slims, self.divisor)  # type: ignore[arg-type]
-        self.value_net = _slim_head(self.value_net, self.mlp_extractor.latent_vf_slims, self.divisor)  # type: ignore[assignment]
+        if self.slim_critic:
+            self.value_net = _slim_head(self.value_net, self.mlp_extractor.latent_vf_slims, self.divisor)  # type: ignore[assignment]
 
     @staticmethod
     def init_weights(module: nn.Module, gain: float = 1) -> None:
@@ -174,8 +197,13 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(width_range=self.width_range, divisor=self.divisor)
+        data.update(width_range=self.width_range, divisor=self.divisor, slim_critic=self.slim_critic)
         return data
+
+    @property
+    def critic_slims(self) -> bool:
+        """Whether the values depend on the width (else the critic is the same network at every width)."""
+        return self.mlp_extractor.latent_vf_slims or bool(slimmable_modules(self.vf_features_extractor))
 
     def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> Distribution:
         if isinstance(self.action_dist, StateDependentNoiseDistribution):

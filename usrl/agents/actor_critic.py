@@ -32,10 +32,12 @@ from usrl.nn.sandwich import DistillResult
 
 DISTILL_MODES = ("kl", None)
 
-# (values, log_prob, entropy) of one width -> (the algorithm's loss, its named parts)
-OwnLoss = Callable[[th.Tensor, th.Tensor, th.Tensor | None], tuple[th.Tensor, dict[str, th.Tensor]]]
-# the full width's detached action distribution (one per action part) and values
-Teacher = tuple[list[th.distributions.Distribution], th.Tensor]
+# (values, log_prob, entropy) of one width -> (the algorithm's loss, its named parts); values is
+# None for a width that does not learn the critic (a full-width critic learns once per minibatch)
+OwnLoss = Callable[[th.Tensor | None, th.Tensor, th.Tensor | None], tuple[th.Tensor, dict[str, th.Tensor]]]
+# the full width's detached action distribution (one per action part) and values (None: no
+# value to distil, the critic does not depend on the width)
+Teacher = tuple[list[th.distributions.Distribution], th.Tensor | None]
 
 
 class USActorCriticMixin(SlimmableAlgorithmMixin):
@@ -46,7 +48,8 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
     ``KL(full-width action distribution || its own) + vf_coef * MSE(its value, full-width
     value)`` against the full width's detached outputs (for Gaussian actions the KL at unit
     scale, half the squared distance of the means: see :func:`distill_loss`), mixed with its own loss by
-    ``distill_weight``. With ``distill=None`` or ``width_sampling="random"`` every width learns
+    ``distill_weight``. A full-width critic (the policy's ``slim_critic=False``) runs once per
+    minibatch and learns only from the first width's value loss. With ``distill=None`` or ``width_sampling="random"`` every width learns
     the algorithm's own loss. The losses are summed for one backward and one optimizer step.
     """
 
@@ -82,39 +85,55 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         self, observations: th.Tensor, actions: th.Tensor, own_loss: OwnLoss, log: SandwichLog
     ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         """Summed loss of one minibatch over the step's widths (:func:`usrl.nn.sandwich_step`),
-        and the named parts of the first width's own loss."""
-        first: dict[str, th.Tensor] = {}
+        and the named parts of the first width's own loss.
 
-        def forward(_learns_own: bool) -> tuple[Distribution, th.Tensor, th.Tensor]:
-            dist, values = self.policy.distribution_and_values(observations)
+        A critic that does not depend on the width (``slim_critic=False``) runs once, and its
+        value loss counts once, in the first width's own loss; the other widths then learn
+        only their policy terms, and distil only the action distribution.
+        """
+        first: dict[str, th.Tensor] = {}
+        policy = self.policy
+        critic_slims = policy.critic_slims
+        values_once = None if critic_slims else policy.predict_values(observations).flatten()
+
+        def forward(_learns_own: bool) -> tuple[Distribution, th.Tensor | None, th.Tensor]:
+            if critic_slims:
+                dist, values = policy.distribution_and_values(observations)
+            else:
+                dist, values = policy.get_distribution(observations), None
             return dist, values, dist.log_prob(actions)
 
-        def width_own_loss(out: tuple[Distribution, th.Tensor, th.Tensor], is_first: bool) -> th.Tensor:
+        def width_own_loss(out: tuple[Distribution, th.Tensor | None, th.Tensor], is_first: bool) -> th.Tensor:
             dist, values, log_prob = out
-            loss, parts = own_loss(values, log_prob, dist.entropy())
+            loss, parts = own_loss(values_once if is_first and values is None else values, log_prob, dist.entropy())
             if is_first:
                 first.update(parts)
             return loss
 
-        def distill(out: tuple[Distribution, th.Tensor, th.Tensor], teacher: Teacher) -> DistillResult:
+        def distill(out: tuple[Distribution, th.Tensor | None, th.Tensor], teacher: Teacher) -> DistillResult:
             kl = distill_loss(teacher[0], out[0]).mean()
+            if out[1] is None or teacher[1] is None:
+                return kl, {"kl": kl}
             value_mse = F.mse_loss(out[1], teacher[1])
             return kl + self.vf_coef * value_mse, {"kl": kl, "value": value_mse}
 
-        control = width_control(self.policy)
+        control = width_control(policy)
         sandwich = self.width_sampling == "sandwich"
         fixed_teacher: Teacher | None = None
         if sandwich and self.distill is not None and self.distill_teacher == "rollout" and self.n_widths > 1:
             with th.no_grad():
-                dist, values = self._rollout_teacher.distribution_and_values(observations)
-            fixed_teacher = (detach_distribution(dist), values)
+                if critic_slims:
+                    dist, rollout_values = self._rollout_teacher.distribution_and_values(observations)
+                else:
+                    dist, rollout_values = self._rollout_teacher.get_distribution(observations), None
+            fixed_teacher = (detach_distribution(dist), rollout_values)
         step = sandwich_step(
-            self.policy,
+            policy,
             self._step_widths(control.low, control.high),
             forward,
             width_own_loss,
             None if self.distill is None else distill,
-            teacher=lambda out: (detach_distribution(out[0]), out[1].detach()),
+            teacher=lambda out: (detach_distribution(out[0]), None if out[1] is None else out[1].detach()),
             fixed_teacher=fixed_teacher,
             distill_weight=self.distill_weight,
             student_weight=self.student_weight,
@@ -180,7 +199,9 @@ _US_DOC = """
     :param width_sampling: ``"sandwich"``, or ``"random"`` (all widths of a step uniform
         random, each on its own loss: the "no sandwich rule" ablation).
 
-    The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``).
+    The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``), and so is
+    ``slim_critic`` (``False``: the critic stays at full size at every width and learns once per
+    minibatch, from the first width's value loss).
     gSDE (``use_sde=True``) works at every width: one exploration matrix, whose leading rows a
     narrower latent uses.
     Logs usrl's per-width keys (``train/loss_full_width``, ``train/loss_w<low>``,
@@ -250,6 +271,31 @@ class USPPO(USActorCriticMixin, PPO):
         if _init_setup_model:
             self._setup_model()
 
+    def _own_loss(
+        self, data: RolloutBufferSamples, advantages: th.Tensor, clip_range: float, clip_range_vf: float | None
+    ) -> OwnLoss:
+        """PPO's loss of one minibatch at one width: clipped surrogate, entropy and value terms
+        (no value term when the width's ``values`` is None)."""
+
+        def own_loss(
+            values: th.Tensor | None, log_prob: th.Tensor, entropy: th.Tensor | None
+        ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+            ratio = th.exp(log_prob - data.old_log_prob)
+            policy_loss = -th.min(
+                advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+            ).mean()
+            entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+            total = policy_loss + self.ent_coef * entropy_loss
+            parts = {"policy_loss": policy_loss, "entropy_loss": entropy_loss, "ratio": ratio, "log_prob": log_prob}
+            if values is not None:
+                if clip_range_vf is not None:
+                    values = data.old_values + th.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
+                parts["value_loss"] = F.mse_loss(data.returns, values)
+                total = total + self.vf_coef * parts["value_loss"]
+            return total, {"loss": total, **parts}
+
+        return own_loss
+
     def train(self) -> None:
         """PPO's update (clipped surrogate, value and entropy losses, target-KL early stop) at the sandwich widths."""
         if not self.slimmable:
@@ -274,19 +320,7 @@ class USPPO(USActorCriticMixin, PPO):
                     if self.normalize_advantage and len(advantages) > 1:
                         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-                    def own_loss(
-                        values: th.Tensor, log_prob: th.Tensor, entropy: th.Tensor | None, data=data, adv=advantages
-                    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
-                        ratio = th.exp(log_prob - data.old_log_prob)
-                        policy_loss = -th.min(adv * ratio, adv * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
-                        if clip_range_vf is not None:
-                            values = data.old_values + th.clamp(values - data.old_values, -clip_range_vf, clip_range_vf)
-                        value_loss = F.mse_loss(data.returns, values)
-                        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-                        total = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                        return total, {"loss": total, "policy_loss": policy_loss, "value_loss": value_loss,
-                                       "entropy_loss": entropy_loss, "ratio": ratio, "log_prob": log_prob}  # fmt: skip
-
+                    own_loss = self._own_loss(data, advantages, clip_range, clip_range_vf)
                     total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
                     loss = first["loss"]
                     stats["pg"].append(first["policy_loss"].item())
@@ -380,6 +414,24 @@ class USA2C(USActorCriticMixin, A2C):
         if _init_setup_model:
             self._setup_model()
 
+    def _own_loss(self, data: RolloutBufferSamples, advantages: th.Tensor) -> OwnLoss:
+        """A2C's loss of the rollout at one width: policy gradient, entropy and value terms (no
+        value term when the width's ``values`` is None)."""
+
+        def own_loss(
+            values: th.Tensor | None, log_prob: th.Tensor, entropy: th.Tensor | None
+        ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+            policy_loss = -(advantages * log_prob).mean()
+            entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+            total = policy_loss + self.ent_coef * entropy_loss
+            parts = {"policy_loss": policy_loss, "entropy_loss": entropy_loss}
+            if values is not None:
+                parts["value_loss"] = F.mse_loss(data.returns, values)
+                total = total + self.vf_coef * parts["value_loss"]
+            return total, parts
+
+        return own_loss
+
     def train(self) -> None:
         """A2C's update (one step on the whole rollout) at the sandwich widths."""
         if not self.slimmable:
@@ -394,15 +446,7 @@ class USA2C(USActorCriticMixin, A2C):
                 if self.normalize_advantage:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-                def own_loss(
-                    values: th.Tensor, log_prob: th.Tensor, entropy: th.Tensor | None, data=data, adv=advantages
-                ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
-                    policy_loss = -(adv * log_prob).mean()
-                    value_loss = F.mse_loss(data.returns, values)
-                    entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-                    total = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                    return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy_loss": entropy_loss}
-
+                own_loss = self._own_loss(data, advantages)
                 total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
                 self._apply_gradients(total, self.max_grad_norm)
         finally:

@@ -62,10 +62,33 @@ def select_preset(presets: dict[str, Any], env_id: str, family: str, source: str
 
 
 def check_keys(hyperparams: dict[str, Any], algo_class: type, source: str) -> None:
-    """:class:`HyperparamError` naming the first unknown key."""
-    unknown = sorted(set(hyperparams) - allowed_keys(algo_class))
+    """:class:`HyperparamError` naming the first unknown key (``policy_kwargs.<name>`` is known
+    when its algorithm takes ``policy_kwargs``)."""
+    keys = {k.split(".", 1)[0] if k.startswith(f"{_NESTED}.") and k[len(_NESTED) + 1 :] else k for k in hyperparams}
+    unknown = sorted(keys - allowed_keys(algo_class))
     if unknown:
         raise HyperparamError(f"unknown hyperparameter {unknown[0]!r} in {source} for {algo_class.__name__}")
+
+
+_NESTED = "policy_kwargs"
+
+
+def apply_params(hyperparams: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``hyperparams`` with ``overrides`` applied: a key replaces the preset's value, as in
+    rl-zoo3; ``policy_kwargs.<name>`` sets that one policy kwarg and keeps the preset's others
+    (``policy_kwargs.slim_critic:False``)."""
+    out = dict(hyperparams)
+    for key, value in overrides.items():
+        if not key.startswith(f"{_NESTED}."):
+            out[key] = value
+            continue
+        nested = out.get(_NESTED) or {}
+        if isinstance(nested, str):
+            nested = parse_value(nested)
+        if not isinstance(nested, dict):
+            raise HyperparamError(f"policy_kwargs must be a mapping, got {nested!r}")
+        out[_NESTED] = {**nested, key[len(_NESTED) + 1 :]: value}
+    return out
 
 
 def _literal(node: ast.AST) -> Any:
