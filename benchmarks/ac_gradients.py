@@ -35,12 +35,13 @@ from typing import Any
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# every variant spells out what it tests, so that changing a default does not change a variant
 VARIANTS: dict[str, dict[str, Any]] = {
-    "preset": {},
-    "student_weight 1/3": {"student_weight": 0.3333},
-    "full-width critic": {"policy_kwargs.slim_critic": False},
+    "slimmable critic (US-Nets)": {"policy_kwargs.slim_critic": True, "student_weight": 1.0},
+    "slimmable critic, student_weight 1/3": {"policy_kwargs.slim_critic": True, "student_weight": 0.3333},
+    "full-width critic": {"policy_kwargs.slim_critic": False, "student_weight": 1.0},
     "full-width critic, student_weight 1/3": {"policy_kwargs.slim_critic": False, "student_weight": 0.3333},
-    "no distillation": {"distill": None},
+    "no distillation, slimmable critic": {"distill": None, "policy_kwargs.slim_critic": True, "student_weight": 1.0},
 }
 MEASURE_EVERY = 5  # rollouts between measurements
 GROUPS = ("actor", "critic")
@@ -142,7 +143,7 @@ def run_one(task: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def summarise(runs: dict[str, dict[str, Any]], steps: int) -> list[str]:
-    """One table row per variant: means over seeds and measurements, by half of training."""
+    """Two table rows per variant: medians over seeds and measurements, by half of training."""
     lines = [
         "| variant | seeds | half | actor |g_s|/|g_f| | actor cos | critic |g_s|/|g_f| | critic cos | clip ratio "
         "| return w=0.25 / 1.0 |",
@@ -156,7 +157,7 @@ def summarise(runs: dict[str, dict[str, Any]], steps: int) -> list[str]:
         ret = f"{np.mean([r[0] for r in rets]):.0f} / {np.mean([r[1] for r in rets]):.0f}"
         for half, (lo, hi) in (("first", (0, steps / 2)), ("second", (steps / 2, steps + 1))):
             rows = [r for k in seeds for r in runs[k]["rows"] if lo <= r["step"] < hi]
-            mean = lambda key, rows=rows: np.mean([r[key] for r in rows])  # noqa: E731
+            mean = lambda key, rows=rows: np.median([r[key] for r in rows])  # noqa: E731
             cells = [f"{mean(f'{g}_ratio'):.2f}" + f" | {mean(f'{g}_cos'):+.2f}" for g in GROUPS]
             lines.append(
                 f"| {name} | {len(seeds)} | {half} | {cells[0]} | {cells[1]} | {mean('clip_ratio'):.2f} | "
@@ -197,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command.strip()}`  ",
         f"{steps} env steps per run at the task's PPO preset with each variant's overrides; every "
-        f"{MEASURE_EVERY}th rollout, PPO's first minibatch of it (see the script's docstring). Means over seeds "
-        "and measurements in each half of training. Returns: final weights, 20 greedy episodes, mean over seeds.",
+        f"{MEASURE_EVERY}th rollout, PPO's first minibatch of it (see the script's docstring). Over seeds "
+        "and measurements in each half of training (the median: single measurements vary widely). Returns: final weights, 20 greedy episodes, mean over seeds.",
         "",
         *summarise(runs, steps),
         "",
-        "Variants: " + "; ".join(f"{k}: `{v or 'the preset'}`" for k, v in VARIANTS.items()),
+        "Variants (overrides of the preset): " + "; ".join(f"{k}: `{v}`" for k, v in VARIANTS.items()),
         "",
     ]
     atomic_write_text(args.out / f"ac_gradients_{args.task}.md", "\n".join(md))

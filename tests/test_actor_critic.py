@@ -25,7 +25,7 @@ from usrl.nn import get_width, sandwich_widths, slimmable_modules
 def test_aliases_public_imports_and_slimmed_heads() -> None:
     import usrl
 
-    m = USPPO("MlpPolicy", "CartPole-v1", n_steps=64)
+    m = USPPO("MlpPolicy", "CartPole-v1", n_steps=64, policy_kwargs=dict(slim_critic=True))
     assert isinstance(m.policy, USActorCriticPolicy) and usrl.USPPO is USPPO and usrl.USA2C is USA2C
     assert USPPO.policy_aliases["CnnPolicy"] is USActorCriticCnnPolicy
     p = m.policy
@@ -112,7 +112,13 @@ def test_full_width_critic() -> None:
     m = USPPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, n_epochs=1, seed=1,
               policy_kwargs=dict(slim_critic=False))  # fmt: skip
     p = m.policy
-    assert not p.critic_slims and USPPO("MlpPolicy", "CartPole-v1", n_steps=64).policy.critic_slims
+    assert not p.critic_slims
+    assert USPPO("MlpPolicy", "CartPole-v1", n_steps=64, policy_kwargs=dict(slim_critic=True)).policy.critic_slims
+    # the default: full-size where the critic's features do not slim (MLPs), slimmable with usrl's CNNs
+    assert USPPO("MlpPolicy", "CartPole-v1", n_steps=64).policy.slim_critic is False
+    image = gym.spaces.Box(0, 255, (1, 36, 36), np.uint8)
+    cnn = USActorCriticCnnPolicy(image, gym.spaces.Discrete(2), lambda _: 1e-3)
+    assert cnn.slim_critic is True and cnn.critic_slims
     assert not slimmable_modules(p.mlp_extractor.value_net) and type(p.value_net) is torch.nn.Linear
     assert p.action_net.shape_at(0.25) == (16, 2)
     obs = torch.randn(5, 4)
@@ -129,10 +135,9 @@ def test_full_width_critic() -> None:
         m.save(f"{tmp}/m")
         loaded = USPPO.load(f"{tmp}/m")
     assert loaded.policy.slim_critic is False and not loaded.policy.critic_slims
-    image = gym.spaces.Box(0, 255, (1, 36, 36), np.uint8)
     with pytest.raises(ValueError, match="slim_critic=False needs a critic whose features do not slim"):
         USActorCriticCnnPolicy(image, gym.spaces.Discrete(2), lambda _: 1e-3, slim_critic=False)
-    with pytest.raises(ValueError, match="slim_critic must be True or False"):
+    with pytest.raises(ValueError, match="slim_critic must be True, False or None"):
         USPPO("MlpPolicy", "CartPole-v1", policy_kwargs=dict(slim_critic="no"))
 
 
@@ -198,7 +203,8 @@ def test_discrete_distillation_is_the_kl_to_the_teacher() -> None:
 def test_continuous_actions_train_and_run_at_several_widths() -> None:
     m = USPPO("MlpPolicy", "Pendulum-v1", n_steps=128, batch_size=64, n_epochs=2, seed=0)
     m.learn(256)
-    assert {"train/distill_kl", "train/distill_value", "train/std"} <= set(m.logger.name_to_value)
+    logged = set(m.logger.name_to_value)
+    assert {"train/distill_kl", "train/std"} <= logged and "train/distill_value" not in logged  # full-size critic
     obs = np.stack([m.observation_space.sample() for _ in range(4)])
     means = {}
     for w in (0.25, 0.5, 0.8, 1.0):

@@ -14,9 +14,10 @@ def test_gradient_measurement_leaves_the_run_unchanged(load_benchmark: Any, monk
     wvr = load_benchmark("width_vs_return")
     monkeypatch.setitem(wvr.TASKS, "cartpole", {**wvr.TASKS["cartpole"], "steps": 2048})
     monkeypatch.setattr(acg, "MEASURE_EVERY", 1_000_000)  # measure the first rollout only
-    measured = acg.run_one("cartpole", {}, 0)
+    slim = {"policy_kwargs.slim_critic": True}
+    measured = acg.run_one("cartpole", slim, 0)
     monkeypatch.setattr(acg, "measure", lambda model: {})
-    plain = acg.run_one("cartpole", {}, 0)
+    plain = acg.run_one("cartpole", slim, 0)
     assert measured["returns"] == plain["returns"] and len(measured["rows"]) == 1
     row = measured["rows"][0]
     assert row["step"] == 256 and row["critic_ratio"] > 0 and 0 < row["clip_ratio"] <= 1

@@ -163,7 +163,9 @@ def test_sandwich_only_overrides_share_the_one_width_cells(load_benchmark, tmp_p
     cell = json.loads((own / "us_s0.json").read_text())
     assert cell["params"] == {"student_weight": 0.5} and set(cell["machine"]) == {"cpu", "cpus", "torch"}
     md = (tmp_path / "tiny_student_weight-0.5.md").read_text()
-    assert "Preset overrides: `student_weight: 0.5`; they do not change the models of individual_1.0, us_no_sandwich" in md
+    assert (
+        "Preset overrides: `student_weight: 0.5`; they do not change the models of individual_1.0, us_no_sandwich" in md
+    )
     assert "Trained on" in md
     # a full-width critic leaves an individual (full-width MLP) net as it is, not the no-sandwich ablation
     slim = {"policy_kwargs.slim_critic": False}

@@ -104,7 +104,11 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
     width: acting runs the actor only, so a small deployed net does not need a small critic,
     and US-PPO/US-A2C then train the critic at full width only, once per minibatch (it needs
     features that do not slim: an MLP policy, or a features extractor without slimmable
-    layers). Orthogonal initialisation covers the slimmable layers as SB3 does its own. With gSDE
+    layers). ``None`` (the default) chooses ``False`` where it can (a features extractor
+    without slimmable layers, e.g. every MLP policy) and ``True`` otherwise (usrl's CNNs):
+    distilling values into slimmed critics measurably slows the full width's learning
+    (``benchmarks/results/ac_gradients_cartpole.md``). Orthogonal initialisation covers the
+    slimmable layers as SB3 does its own. With gSDE
     (``use_sde=True``) one exploration matrix serves every width: a narrower latent uses its
     leading rows (the latent is zero-padded to full width before the noise is drawn).
     """
@@ -132,13 +136,15 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
         optimizer_kwargs: dict[str, Any] | None = None,
         width_range: tuple[float, float] = DEFAULT_WIDTH_RANGE,
         divisor: int = 1,
-        slim_critic: bool = True,
+        slim_critic: bool | None = None,
     ) -> None:
         self.width_range = check_width_range(*width_range)
         self.divisor = check_divisor(divisor)
-        if not isinstance(slim_critic, bool):
-            raise ValueError(f"slim_critic must be True or False, got {slim_critic!r}")
-        self.slim_critic = slim_critic
+        if slim_critic is not None and not isinstance(slim_critic, bool):
+            raise ValueError(
+                f"slim_critic must be True, False or None (full-size where it can be), got {slim_critic!r}"
+            )
+        self.slim_critic: bool | None = slim_critic
         super().__init__(
             observation_space,
             action_space,
@@ -161,6 +167,8 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
         make_slimmable(self, self.width_range)
 
     def _build_mlp_extractor(self) -> None:
+        if self.slim_critic is None:
+            self.slim_critic = bool(slimmable_modules(self.features_extractor))
         if not self.slim_critic and slimmable_modules(self.features_extractor):
             raise ValueError(
                 f"slim_critic=False needs a critic whose features do not slim, but {type(self.features_extractor).__name__} "
@@ -174,7 +182,7 @@ class USActorCriticPolicy(SlimmablePolicyMixin, ActorCriticPolicy):
             self.device,
             slim_input=is_slimmable_extractor(self.features_extractor),
             divisor=self.divisor,
-            slim_critic=self.slim_critic,
+            slim_critic=bool(self.slim_critic),
         ).to(self.device)
 
     def _build(self, lr_schedule: Schedule) -> None:
