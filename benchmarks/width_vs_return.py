@@ -198,13 +198,13 @@ def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[st
 
 
 def cell_params(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The overrides that define a method's cell: none for a one-width-per-step method when no
-    override changes its model (its cell is then shared with the preset's folder, not retrained)."""
-    params = dict(params or {})
+    """The overrides that define a method's cell: those that change its model. A one-width-per-step
+    method drops the others, so its cell is shared with every variant that differs only in them
+    (the preset's folder when none is left), not retrained."""
     unchanged = {"us_no_sandwich": SANDWICH_ONLY_KEYS}.get(
         method, INDIVIDUAL_SAME_KEYS if method.startswith("individual_") else frozenset()
     )
-    return {} if set(params) <= unchanged else params
+    return {k: v for k, v in (params or {}).items() if k not in unchanged}
 
 
 def cell_file(out: Path, task: str, algo: str, select: str, params: dict[str, Any], method: str, seed: int) -> Path:
@@ -463,11 +463,12 @@ def at(rows: list[dict[str, Any]], w: float) -> float | None:
 def overrides_line(params: dict[str, Any], methods: list[str]) -> str:
     """The report's line on its -params overrides, naming the methods whose cells are the preset's."""
     given = ", ".join(f"`{k}: {v}`" for k, v in sorted(params.items()))
-    kept = [m for m in methods if not cell_params(m, params)]
+    kept = [m for m in methods if cell_params(m, params) != params]
     if not kept:
         return f"Preset overrides, for every method: {given}  "
     return (
-        f"Preset overrides: {given}; they do not change the models of {', '.join(kept)}, whose cells are the preset's  "
+        f"Preset overrides: {given}; not all change every model: the cells of {', '.join(kept)} are shared with the"
+        " variants (or the preset) that differ only in the others  "
     )
 
 

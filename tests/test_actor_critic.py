@@ -360,3 +360,14 @@ def test_cli_trains_ppo_and_a2c_and_sweeps_them(tmp_path: Path) -> None:
     assert train_main(["--algo", "ppo", "--env", "CartPole-v1", "--distill", "mse",
                        "--log-folder", str(tmp_path / "bad")]) == 2  # fmt: skip
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("*.zip"))
+
+
+def test_students_are_averaged_by_default() -> None:
+    """``student_weight=None``: ``1 / (n_widths - 1)``; a number is kept; US-DQN keeps summing."""
+    from usrl import USDQN
+
+    assert USPPO("MlpPolicy", "CartPole-v1", n_steps=64).student_weight == pytest.approx(1 / 3)
+    assert USA2C("MlpPolicy", "CartPole-v1", n_widths=2).student_weight == 1.0
+    assert USA2C("MlpPolicy", "CartPole-v1", n_widths=1).student_weight == 1.0
+    assert USPPO("MlpPolicy", "CartPole-v1", n_steps=64, student_weight=1.0).student_weight == 1.0
+    assert USDQN("MlpPolicy", "CartPole-v1", buffer_size=100).student_weight == 1.0

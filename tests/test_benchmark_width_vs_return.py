@@ -164,12 +164,15 @@ def test_sandwich_only_overrides_share_the_one_width_cells(load_benchmark, tmp_p
     assert cell["params"] == {"student_weight": 0.5} and set(cell["machine"]) == {"cpu", "cpus", "torch"}
     md = (tmp_path / "tiny_student_weight-0.5.md").read_text()
     assert (
-        "Preset overrides: `student_weight: 0.5`; they do not change the models of individual_1.0, us_no_sandwich" in md
+        "Preset overrides: `student_weight: 0.5`; not all change every model: the cells of individual_1.0, "
+        "us_no_sandwich are shared" in md
     )
     assert "Trained on" in md
     # a full-width critic leaves an individual (full-width MLP) net as it is, not the no-sandwich ablation
     slim = {"policy_kwargs.slim_critic": False}
     assert wvr.cell_params("individual_0.5", slim) == {} and wvr.cell_params("us_no_sandwich", slim) == slim
+    # a one-width method keeps only the overrides that change its model
+    assert wvr.cell_params("us_no_sandwich", {**slim, "student_weight": 0.5}) == slim
     # an override that changes every model keeps every method's cells apart
     assert wvr.main([*args[:-2], "--methods", "individual_1.0", "--out", str(tmp_path), "-params", "gamma:0.9"]) == 0
     assert (tmp_path / "cells" / "tiny_gamma-0.9" / "individual_1.0_s0.json").is_file()

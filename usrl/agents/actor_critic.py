@@ -190,8 +190,10 @@ _US_DOC = """
         learns the algorithm's own loss.
     :param distill_weight: in [0, 1]; the other widths' loss is
         ``w * distillation + (1 - w) * their own loss``.
-    :param student_weight: > 0; each non-full width's loss is multiplied by it before the sum
-        (``1 / (n_widths - 1)`` averages the students).
+    :param student_weight: > 0; each non-full width's loss is multiplied by it before the sum.
+        ``None`` (the default): ``1 / (n_widths - 1)``, the students averaged, so that together
+        they weigh as much as the full width (``1.0`` sums them, as the US-Nets paper does; on
+        CartPole PPO that slowed the full width, ``benchmarks/results/ac_gradients_cartpole.md``).
     :param distill_teacher: ``"online"``: the full width's outputs in the same forward pass (the
         US-Nets definition); ``"rollout"`` (USPPO only): a frozen copy of the full width as it
         collected the rollout, the same teacher for every epoch and minibatch of the update.
@@ -253,7 +255,7 @@ class USPPO(USActorCriticMixin, PPO):
         distill_weight: float = 1.0,
         rollout_width: float | None = None,
         width_sampling: str = "sandwich",
-        student_weight: float = 1.0,
+        student_weight: float | None = None,
         distill_teacher: str = "online",
         _init_setup_model: bool = True,
     ) -> None:
@@ -395,7 +397,7 @@ class USA2C(USActorCriticMixin, A2C):
         distill_weight: float = 1.0,
         rollout_width: float | None = None,
         width_sampling: str = "sandwich",
-        student_weight: float = 1.0,
+        student_weight: float | None = None,
         distill_teacher: str = "online",
         _init_setup_model: bool = True,
     ) -> None:

@@ -80,7 +80,7 @@ class SlimmableAlgorithmMixin:
         distill_weight: float,
         rollout_width: float | None,
         width_sampling: str,
-        student_weight: float = 1.0,
+        student_weight: float | None = 1.0,
         distill_teacher: str = "online",
         teachers: tuple[str, ...] = ("online",),
     ) -> None:
@@ -95,6 +95,8 @@ class SlimmableAlgorithmMixin:
             isinstance(distill_weight, (int, float)) and 0.0 <= distill_weight <= 1.0
         ):
             raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
+        if student_weight is None:  # the students averaged: their summed weight equals the full width's
+            student_weight = 1.0 / max(1, n_widths - 1)
         if isinstance(student_weight, bool) or not (
             isinstance(student_weight, (int, float)) and math.isfinite(student_weight) and student_weight > 0
         ):
