@@ -17,8 +17,10 @@ evaluated every tenth of training on 15 selection episodes: 5 at each of widths 
 / high of the range for the US methods (their mean), all 15 at its own width for an individual
 net. Those results go to <name>_best.md / .png.
 
--params KEY:VALUE ... overrides the preset for every method (as usrl.train's -params), for
-trying a fix against the preset's results; such runs go to <name>_<key>-<value>.md and cells.
+-params KEY:VALUE ... overrides the preset for every method (as usrl.train's -params;
+policy_kwargs.<name>:VALUE sets one policy kwarg), for trying a fix against the preset's
+results; such runs go to <name>_<key>-<value>.md and cells (a one-width method's cell keeps
+only the overrides that change its model, and is shared otherwise).
 
 --backend ray runs the cells as tasks on a Ray cluster (--address auto|HOST:PORT, --cpus-per-cell,
 --gpus-per-cell; see benchmarks/README.md); the report is the same.
