@@ -43,14 +43,16 @@ Teacher = tuple[list[th.distributions.Distribution], th.Tensor | None]
 class USActorCriticMixin(SlimmableAlgorithmMixin):
     """The sandwich update shared by :class:`USPPO` and :class:`USA2C`.
 
-    For one minibatch, each sandwich width runs the actor and the critic. The full width
-    (first) learns the algorithm's own loss; with ``distill="kl"`` every other width learns
-    ``KL(full-width action distribution || its own) + vf_coef * MSE(its value, full-width
-    value)`` against the full width's detached outputs (for Gaussian actions the KL at unit
-    scale, half the squared distance of the means: see :func:`distill_loss`), mixed with its own loss by
-    ``distill_weight``. A full-width critic (the policy's ``slim_critic=False``) runs once per
-    minibatch and learns only from the first width's value loss. With ``distill=None`` or ``width_sampling="random"`` every width learns
-    the algorithm's own loss. The losses are summed for one backward and one optimizer step.
+    For one minibatch, each sandwich width runs the actor. The full width (first) learns the
+    algorithm's own loss; with ``distill="kl"`` every other width learns ``KL(full-width action
+    distribution || its own)`` against the full width's detached output (for Gaussian actions
+    the KL at unit scale, half the squared distance of the means: see :func:`distill_loss`),
+    mixed with its own loss by ``distill_weight``. A full-size critic (the policy's
+    ``slim_critic=False``, the default for MLP policies) runs once per minibatch and learns
+    from the first width's value loss only; a slimmable critic runs at every width, and the
+    other widths also distil the full width's value (``vf_coef * MSE``). With ``distill=None``
+    or ``width_sampling="random"`` every width learns the algorithm's own loss. The losses are
+    summed (the non-full widths' times ``student_weight``) for one backward and one optimizer step.
     """
 
     policy: USActorCriticPolicy
@@ -202,14 +204,14 @@ _US_DOC = """
         random, each on its own loss: the "no sandwich rule" ablation).
 
     The width range is a policy kwarg (``policy_kwargs=dict(width_range=(0.25, 1.0))``), and so is
-    ``slim_critic`` (``False``: the critic stays at full size at every width and learns once per
-    minibatch, from the first width's value loss).
+    ``slim_critic`` (``None``, the default: a full-size critic where its features do not slim,
+    learning once per minibatch from the first width's value loss; ``True``: the US-Nets critic).
     gSDE (``use_sde=True``) works at every width: one exploration matrix, whose leading rows a
     narrower latent uses.
     Logs usrl's per-width keys (``train/loss_full_width``, ``train/loss_w<low>``,
     ``train/loss_random_widths``, ``train/distill_loss`` with its parts ``train/distill_kl``
-    and ``train/distill_value``; see the README) besides SB3's own entries (computed at the
-    first width of each step: the full width under the sandwich rule).
+    and, with a slimmable critic, ``train/distill_value``; see the README) besides SB3's own
+    entries (computed at the first width of each step: the full width under the sandwich rule).
 """
 
 
