@@ -1,7 +1,7 @@
 """What the width benchmarks share (width_vs_return.py, vision_width.py, sr_width.py): one JSON
 file per (method, seed) cell, the cells still to train, where cells run (a pool of one-thread
 local workers, or Ray tasks on a cluster: ``--backend``) with a time limit, reading a value at a
-width, and the "mean ± std" entries of their markdown tables."""
+width, the "mean ± std" entries of their markdown tables, and seed lists written ``0-9`` or ``0,3,5``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds written ``0-9`` (a range, both ends included) or ``0,3,5``; ``ValueError`` if malformed."""
+    if "-" in text:
+        first, _, last = text.partition("-")
+        return list(range(int(first), int(last) + 1))
+    return [int(x) for x in text.split(",")]
 
 
 def cell_path(cell_dir: Path, method: str, seed: int) -> Path:

@@ -30,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cells import parse_seeds  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -100,13 +103,6 @@ def run_one(kwargs: dict[str, Any], seed: int, steps: int) -> dict[str, Any]:
             solved += bool(info.get("is_success", False))
         greedy[f"{w:.2f}"] = solved / 50
     return {"first_90": watch.first, "train_success_1500": watch.at_sb3_budget, "greedy": greedy}
-
-
-def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-", 1)
-        return list(range(int(a), int(b) + 1))
-    return [int(s) for s in text.split(",")]
 
 
 def _fmt_ci(values: list[float]) -> str:
@@ -183,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "dqn_teacher.md", help="report path (.md)")
     args = parser.parse_args(argv)
     try:
-        seeds = _seeds(args.seeds)
+        seeds = parse_seeds(args.seeds)
     except ValueError:
         print(f"dqn_teacher: bad --seeds {args.seeds!r} (use 0-9 or 0,3,5)", file=sys.stderr)
         return 2

@@ -30,19 +30,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cells import add_backend_arguments, backend_from_args, cell_device  # noqa: E402
+from cells import add_backend_arguments, backend_from_args, cell_device, parse_seeds  # noqa: E402
 from width_vs_return import METHODS, RESULTS, SELECTIONS, TASKS, CellArgs, pending_cells, resuming, run_cells  # noqa: E402
 
 
 class PlanError(ValueError):
     """A malformed plan line."""
-
-
-def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        first, _, last = text.partition("-")
-        return list(range(int(first), int(last) + 1))
-    return [int(x) for x in text.split(",")]
 
 
 def parse_plan(text: str) -> list[tuple[str, str, str, list[int], list[str], dict[str, Any]]]:
@@ -68,7 +61,7 @@ def parse_plan(text: str) -> list[tuple[str, str, str, list[int], list[str], dic
             if select not in SELECTIONS:
                 raise PlanError(f"unknown select {select!r} (one of {', '.join(SELECTIONS)})")
             try:
-                seeds = _seeds(seeds_text)
+                seeds = parse_seeds(seeds_text)
             except ValueError:
                 seeds = []
             if not seeds:

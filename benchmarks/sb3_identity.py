@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cells import parse_seeds  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLD = 90.0
 EVAL_EPISODES = 20
@@ -81,14 +84,6 @@ def run_one(case: str, usrl_class: bool, seed: int, params: dict[str, Any]) -> f
     model = cls("MlpPolicy", env, seed=seed, **kwargs).learn(budget)
     mean, _ = evaluate_policy(model, env, n_eval_episodes=EVAL_EPISODES, warn=False)
     return float(mean)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``0-9`` or ``0,3,5``."""
-    if re.fullmatch(r"\d+-\d+", text):
-        a, b = map(int, text.split("-"))
-        return list(range(a, b + 1))
-    return [int(x) for x in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
