@@ -109,15 +109,15 @@ def run_one(task: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
     from usrl import USPPO
     from usrl.envs import make_vec_env, resolve_env
     from usrl.evaluation import evaluate_at_width
-    from usrl.hyperparams import apply_params, select_preset, shipped_presets, to_model_kwargs
+    from usrl.hyperparams import to_model_kwargs
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from width_vs_return import TASKS
+    from width_vs_return import TASKS, task_hyperparams
 
     th.set_num_threads(1)
     cfg = TASKS[task]
     spec = resolve_env(cfg["env"])
-    hp = apply_params(select_preset(shipped_presets("ppo"), spec.env_id, spec.family, "ppo.yml"), overrides)
+    hp = task_hyperparams(task, "ppo", overrides)
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed)
     model = USPPO(hp.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **to_model_kwargs(hp))
 

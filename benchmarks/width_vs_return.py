@@ -172,6 +172,19 @@ def progress_callback(label: str, total: int, parts: int = 10) -> Any:
     return Progress(max(1, total // parts), verbose=0)
 
 
+def task_hyperparams(task: str, algo: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The hyperparameters a task's models train with: the algorithm's preset for the task's env,
+    the task's own overrides, then ``params`` (-params)."""
+    from usrl.envs import resolve_env
+    from usrl.hyperparams import apply_params, select_preset, shipped_presets
+
+    cfg = TASKS[task]
+    spec = resolve_env(cfg["env"])
+    hp = select_preset(shipped_presets(algo), spec.env_id, spec.family, f"{algo}.yml")
+    hp.update(cfg.get("overrides", {}).get(algo, {}))
+    return apply_params(hp, params or {})
+
+
 def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[str, Any], list[float]]:
     """Model kwargs for a method (from the preset's) and the widths its model is evaluated at."""
     from usrl.hyperparams import to_model_kwargs
@@ -353,15 +366,12 @@ def run_cell(
     :func:`partial_dir`; a cell started again after a kill resumes from the newest one."""
     from usrl.callbacks import ResumableCheckpoint
     from usrl.envs import make_vec_env, resolve_env
-    from usrl.hyperparams import apply_params, select_preset, shipped_presets
     from usrl.sweep import sweep
     from usrl.train import algorithms
 
     cfg = TASKS[task]
     spec = resolve_env(cfg["env"])
-    hp = select_preset(shipped_presets(algo), spec.env_id, spec.family, f"{algo}.yml")
-    hp.update(cfg.get("overrides", {}).get(algo, {}))
-    hp = apply_params(hp, params or {})
+    hp = task_hyperparams(task, algo, params)
     kwargs, widths = method_kwargs(method, hp, cfg["grid"])
     frame_stack = int(hp.get("frame_stack", 4))
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed, frame_stack=frame_stack)
