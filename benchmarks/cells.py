@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,13 @@ def parse_seeds(text: str) -> list[int]:
         first, _, last = text.partition("-")
         return list(range(int(first), int(last) + 1))
     return [int(x) for x in text.split(",")]
+
+
+def params_tag(params: dict[str, Any] | None) -> str:
+    """``_<key>-<value>`` per -params override (sorted), reduced to file-name characters: the
+    suffix that keeps a variant's results apart from the preset's."""
+    tag = "".join(f"_{k}-{v}" for k, v in sorted((params or {}).items()))
+    return re.sub(r"[^\w.-]", "", tag)
 
 
 def cell_path(cell_dir: Path, method: str, seed: int) -> Path:

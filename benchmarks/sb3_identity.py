@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cells import parse_seeds  # noqa: E402
+from cells import params_tag, parse_seeds  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLD = 90.0
@@ -98,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     params = parse_params(args.hyperparams)
     check_keys(params, USPPO, "-params")
-    tag = re.sub(r"[^\w.-]", "", "".join(f"_{k}-{v}" for k, v in sorted(params.items())))
-    stem = f"sb3_identity{tag}"
+    stem = f"sb3_identity{params_tag(params)}"
     cache = args.out / f"{stem}.json"
     runs: dict[str, float] = json.loads(cache.read_text()) if cache.exists() else {}
     for seed in args.seeds:

@@ -38,7 +38,6 @@ import argparse
 import copy
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -54,6 +53,7 @@ from cells import (  # noqa: E402
     cell_device,
     cell_path,
     mean_std,
+    params_tag,
     save_cell,
     train_cells,
     value_at,
@@ -487,12 +487,7 @@ def overrides_line(params: dict[str, Any], methods: list[str]) -> str:
 def result_name(task: str, algo: str, select: str = "final", params: dict[str, Any] | None = None) -> str:
     """The file stem of a task's results: the task for DQN, ``<task>_<algo>`` otherwise; ``_best`` for
     --select best; then ``_<key>-<value>`` per -params override (sorted), so variants never share cells."""
-    tag = "".join(f"_{k}-{v}" for k, v in sorted((params or {}).items()))
-    return (
-        (task if algo == "dqn" else f"{task}_{algo}")
-        + ("_best" if select == "best" else "")
-        + re.sub(r"[^\w.-]", "", tag)
-    )
+    return (task if algo == "dqn" else f"{task}_{algo}") + ("_best" if select == "best" else "") + params_tag(params)
 
 
 def normalised(task: str, cells: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
