@@ -37,11 +37,29 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 # every variant spells out what it tests, so that changing a default does not change a variant
 VARIANTS: dict[str, dict[str, Any]] = {
-    "slimmable critic (US-Nets)": {"policy_kwargs.slim_critic": True, "student_weight": 1.0},
-    "slimmable critic, student_weight 1/3": {"policy_kwargs.slim_critic": True, "student_weight": 0.3333},
-    "full-width critic": {"policy_kwargs.slim_critic": False, "student_weight": 1.0},
-    "full-width critic, student_weight 1/3": {"policy_kwargs.slim_critic": False, "student_weight": 0.3333},
-    "no distillation, slimmable critic": {"distill": None, "policy_kwargs.slim_critic": True, "student_weight": 1.0},
+    "slimmable critic (US-Nets)": {"policy_kwargs.slim_critic": True, "student_weight": 1.0, "grad_clip": "joint"},
+    "slimmable critic, student_weight 1/3": {
+        "policy_kwargs.slim_critic": True,
+        "student_weight": 0.3333,
+        "grad_clip": "joint",
+    },
+    "full-width critic": {"policy_kwargs.slim_critic": False, "student_weight": 1.0, "grad_clip": "joint"},
+    "full-width critic, student_weight 1/3": {
+        "policy_kwargs.slim_critic": False,
+        "student_weight": 0.3333,
+        "grad_clip": "joint",
+    },
+    "no distillation, slimmable critic": {
+        "distill": None,
+        "policy_kwargs.slim_critic": True,
+        "student_weight": 1.0,
+        "grad_clip": "joint",
+    },
+    "full-width critic, student_weight 1/3, clipped apart": {
+        "policy_kwargs.slim_critic": False,
+        "student_weight": 0.3333,
+        "grad_clip": "apart",
+    },
 }
 MEASURE_EVERY = 5  # rollouts between measurements
 GROUPS = ("actor", "critic")
@@ -76,11 +94,11 @@ def measure(model: Any) -> dict[str, float]:
         saved = model.n_widths
         model.n_widths = n_widths
         try:
-            total, _ = model._sandwich_loss(data.observations, model._actions(data), own, SandwichLog())
+            step, _ = model._sandwich_loss(data.observations, model._actions(data), own, SandwichLog())
         finally:
             model.n_widths = saved
             model.width_generator.set_state(gen_state)
-        grads = th.autograd.grad(total, params, allow_unused=True)
+        grads = th.autograd.grad(step.total, params, allow_unused=True)
         return [th.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
     g_total, g_full = gradient(model.n_widths), gradient(1)
@@ -97,7 +115,8 @@ def measure(model: Any) -> dict[str, float]:
     norm_total = float(th.cat([g.flatten() for g in g_total]).norm())
     norm_full = float(th.cat([g.flatten() for g in g_full]).norm())
     clip = lambda n: min(1.0, model.max_grad_norm / max(n, 1e-12))  # noqa: E731
-    out["clip_ratio"] = clip(norm_total) / clip(norm_full)
+    # clipped apart, the full width's gradient gets plain PPO's factor whatever the students'
+    out["clip_ratio"] = 1.0 if model.grad_clip == "apart" else clip(norm_total) / clip(norm_full)
     return out
 
 

@@ -95,7 +95,9 @@ TASKS: dict[str, dict[str, Any]] = {
 METHODS = ["us", "us_no_distill", "us_no_sandwich", *(f"individual_{w}" for w in WIDTHS)]
 # Overrides that change only how a step's several widths learn: a method that trains one width
 # per step (individual nets, the no-sandwich ablation) is the same model with or without them.
-SANDWICH_ONLY_KEYS = frozenset({"n_widths", "distill", "distill_weight", "distill_teacher", "student_weight"})
+SANDWICH_ONLY_KEYS = frozenset(
+    {"n_widths", "distill", "distill_weight", "distill_teacher", "student_weight", "grad_clip"}
+)
 # overrides that leave a plain net trained at its one (full) width unchanged: an individual MLP
 # net is built at full width, so its critic is full-size whatever slim_critic says
 INDIVIDUAL_SAME_KEYS = SANDWICH_ONLY_KEYS | {"policy_kwargs.slim_critic"}

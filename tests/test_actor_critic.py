@@ -371,3 +371,40 @@ def test_students_are_averaged_by_default() -> None:
     assert USA2C("MlpPolicy", "CartPole-v1", n_widths=1).student_weight == 1.0
     assert USPPO("MlpPolicy", "CartPole-v1", n_steps=64, student_weight=1.0).student_weight == 1.0
     assert USDQN("MlpPolicy", "CartPole-v1", buffer_size=100).student_weight == 1.0
+
+
+def test_clipped_apart_the_full_width_steps_as_if_alone() -> None:
+    """``grad_clip="apart"`` (the default): the full width's gradient is clipped by its own norm,
+    so a full-size critic (taught by the full width only) gets exactly the one-width update's
+    gradient whatever the students do; one clip over the sum (``"joint"``) shrinks it."""
+    m = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, seed=0, max_grad_norm=0.05)
+    assert m.grad_clip == "apart" and not m.policy.critic_slims
+    policy = m.policy
+    with torch.no_grad():  # a trained-looking actor: its widths disagree, so the students' KL is large
+        policy.action_net.weight.add_(torch.randn_like(policy.action_net.weight))
+    _collect(m, 16)
+    before = {n: p.detach().clone() for n, p in policy.state_dict().items()}
+    critic = [n for n, _ in policy.named_parameters() if n.startswith(("mlp_extractor.value_net", "value_net"))]
+    actor = [n for n, _ in policy.named_parameters() if n.startswith(("mlp_extractor.policy_net", "action_net"))]
+
+    def grads_after_train(n_widths: int, grad_clip: str) -> dict[str, torch.Tensor]:
+        policy.load_state_dict(before)
+        m.n_widths, m.grad_clip = n_widths, grad_clip
+        m.train()
+        return {n: p.grad.clone() for n, p in policy.named_parameters()}
+
+    apart = grads_after_train(3, "apart")
+    logged = dict(m.logger.name_to_value)
+    assert logged["train/grad_norm_full_width"] > 0.05 and logged["train/grad_norm_students"] > 0
+    alone = grads_after_train(1, "apart")
+    joint = grads_after_train(3, "joint")
+    joint_norm = m.logger.name_to_value["train/grad_norm"]  # one clip: one norm, of the sum
+    assert joint_norm != pytest.approx(logged["train/grad_norm_full_width"], rel=1e-4)
+    for n in critic:
+        torch.testing.assert_close(apart[n], alone[n], rtol=1e-5, atol=1e-9, msg=n)
+        # one clip over the sum rescales the full width's critic step by the students' share of the norm
+        ratio = logged["train/grad_norm_full_width"] / joint_norm
+        torch.testing.assert_close(joint[n], alone[n] * ratio, rtol=1e-4, atol=1e-9, msg=n)
+    assert any(not torch.allclose(apart[n], alone[n]) for n in actor)  # the students still teach the actor
+    with pytest.raises(ValueError, match="grad_clip must be one of"):
+        USPPO("MlpPolicy", "CartPole-v1", grad_clip="per-width")

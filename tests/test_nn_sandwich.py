@@ -9,6 +9,7 @@ from torch import nn
 from usrl.nn import (
     SandwichLog,
     USLinear,
+    backward_clipped,
     get_width,
     make_slimmable,
     mse_distill,
@@ -180,3 +181,57 @@ def test_random_widths() -> None:
     assert ws == random_widths(5, 0.25, 1.0, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError):
         random_widths(0, 0.25, 1.0)
+
+
+def test_groups_split_the_total_into_the_full_width_and_the_students() -> None:
+    net, (x, y) = _net(), _batch()
+    own = lambda out, _first: F.l1_loss(out, y)  # noqa: E731
+    step = sandwich_step(net, WIDTHS, lambda _o: net(x), own, mse_distill, student_weight=0.5)
+    first, students = step.groups
+    assert step.total is not None
+    torch.testing.assert_close(first + students, step.total)
+    torch.testing.assert_close(first, F.l1_loss(net(x), y))
+    ran = sandwich_step(net, WIDTHS, lambda _o: net(x), own, sandwich=False)
+    assert ran.groups == [ran.total]  # random widths have no teacher to set apart
+    one = sandwich_step(net, [1.0], lambda _o: net(x), own, mse_distill)
+    assert one.groups == [one.total]
+    per_width = sandwich_step(net, WIDTHS, lambda _o: net(x), own, backward=lambda loss: loss.backward())
+    assert per_width.groups == []
+
+
+def test_backward_clipped_clips_each_loss_by_its_own_norm() -> None:
+    net, (x, y) = _net(), _batch()
+    params = list(net.parameters())
+    # one loss: exactly backward + clip_grad_norm_
+    F.l1_loss(net(x), y).backward()
+    norm = float(torch.nn.utils.clip_grad_norm_(params, 0.05))
+    expected = _grads(net)
+    net.zero_grad()
+    assert backward_clipped([F.l1_loss(net(x), y)], params, 0.05) == [pytest.approx(norm, rel=1e-6)]
+    for name, grad in _grads(net).items():
+        torch.testing.assert_close(grad, expected[name], rtol=0, atol=0, msg=name)
+
+    # two losses sharing the graph of the first layer: each scaled to max_norm on its own
+    net.zero_grad()
+    hidden = net[1](net[0](x))
+    small = 1e-3 * F.l1_loss(net[4](net[3](net[2](hidden))), y)
+    large = 100.0 * hidden.square().mean()
+    g_small = torch.autograd.grad(small, params, retain_graph=True, allow_unused=True)
+    g_large = torch.autograd.grad(large, params, retain_graph=True, allow_unused=True)
+
+    def norm_of(gs: tuple[torch.Tensor | None, ...]) -> float:
+        return float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in gs if g is not None])))
+
+    n_small, n_large = norm_of(g_small), norm_of(g_large)
+    assert n_small < 0.05 < n_large  # the first is left alone, the second clipped
+    norms = backward_clipped([small, large], params, 0.05)
+    assert norms == [pytest.approx(n_small, rel=1e-5), pytest.approx(n_large, rel=1e-5)]
+    for p, a, b in zip(params, g_small, g_large, strict=True):
+        want = torch.zeros_like(p)
+        if a is not None:
+            want = want + a
+        if b is not None:
+            want = want + b * (0.05 / (n_large + 1e-6))
+        torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="at least one loss"):
+        backward_clipped([], params, 1.0)

@@ -27,7 +27,7 @@ from usrl.agents.ac_policies import (
     distill_loss,
 )
 from usrl.agents.common import SlimmableAlgorithmMixin
-from usrl.nn import SandwichLog, sandwich_step, width_control
+from usrl.nn import SandwichLog, SandwichResult, sandwich_step, width_control
 from usrl.nn.sandwich import DistillResult
 
 DISTILL_MODES = ("kl", None)
@@ -85,9 +85,10 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
 
     def _sandwich_loss(
         self, observations: th.Tensor, actions: th.Tensor, own_loss: OwnLoss, log: SandwichLog
-    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
-        """Summed loss of one minibatch over the step's widths (:func:`usrl.nn.sandwich_step`),
-        and the named parts of the first width's own loss.
+    ) -> tuple[SandwichResult[Any], dict[str, th.Tensor]]:
+        """The sandwich step of one minibatch over the step's widths (:func:`usrl.nn.sandwich_step`:
+        its summed loss, split into the full width's and the others'), and the named parts of the
+        first width's own loss.
 
         A critic that does not depend on the width (``slim_critic=False``) runs once, and its
         value loss counts once, in the first width's own loss; the other widths then learn
@@ -142,8 +143,14 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
             sandwich=sandwich,
         )
         log.add(step)
-        assert step.total is not None
-        return step.total, first
+        return step, first
+
+    def _step(self, step: SandwichResult[Any], norms: dict[str, list[float]]) -> None:
+        """One optimizer step on a sandwich step's losses, keeping the gradient norms for the log."""
+        measured = self._apply_gradients(step, self.max_grad_norm)
+        keys = ("grad_norm",) if len(measured) == 1 else ("grad_norm_full_width", "grad_norm_students")
+        for key, norm in zip(keys, measured, strict=True):
+            norms[key].append(norm)
 
     def _refresh_rollout_teacher(self) -> None:
         """With ``distill_teacher="rollout"``: a frozen full-width copy of the policy as it
@@ -169,9 +176,11 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_rollout_teacher"]  # type: ignore[misc]
 
-    def _record_width_logs(self, log: SandwichLog) -> None:
+    def _record_width_logs(self, log: SandwichLog, norms: dict[str, list[float]]) -> None:
         for key, value in log.means().items():
             self.logger.record(key, value)
+        for key, values in norms.items():
+            self.logger.record(f"train/{key}", float(np.mean(values)))
 
     def _record_common(self) -> None:
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
@@ -259,10 +268,11 @@ class USPPO(USActorCriticMixin, PPO):
         width_sampling: str = "sandwich",
         student_weight: float | None = None,
         distill_teacher: str = "online",
+        grad_clip: str = "apart",
         _init_setup_model: bool = True,
     ) -> None:
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling,
-                          student_weight, distill_teacher, ("online", "rollout"))  # fmt: skip
+                          student_weight, distill_teacher, ("online", "rollout"), grad_clip)  # fmt: skip
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
             gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
@@ -312,6 +322,7 @@ class USPPO(USActorCriticMixin, PPO):
             clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
         stats: dict[str, list[float]] = defaultdict(list)
         log = SandwichLog()
+        norms: dict[str, list[float]] = defaultdict(list)
         approx_kl_divs: list[float] = []
         self._refresh_rollout_teacher()
         loss = th.zeros(())
@@ -325,7 +336,7 @@ class USPPO(USActorCriticMixin, PPO):
                         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
                     own_loss = self._own_loss(data, advantages, clip_range, clip_range_vf)
-                    total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
+                    step, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
                     loss = first["loss"]
                     stats["pg"].append(first["policy_loss"].item())
                     stats["value"].append(first["value_loss"].item())
@@ -340,7 +351,7 @@ class USPPO(USActorCriticMixin, PPO):
                         if self.verbose >= 1:
                             print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                         break
-                    self._apply_gradients(total, self.max_grad_norm)
+                    self._step(step, norms)
                 self._n_updates += 1
                 if not continue_training:
                     break
@@ -357,7 +368,7 @@ class USPPO(USActorCriticMixin, PPO):
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
         self._record_common()
-        self._record_width_logs(log)
+        self._record_width_logs(log, norms)
 
 
 class USA2C(USActorCriticMixin, A2C):
@@ -401,11 +412,12 @@ class USA2C(USActorCriticMixin, A2C):
         width_sampling: str = "sandwich",
         student_weight: float | None = None,
         distill_teacher: str = "online",
+        grad_clip: str = "apart",
         _init_setup_model: bool = True,
     ) -> None:
         # A2C makes one step per rollout: its online teacher is the rollout's policy already
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling,
-                          student_weight, distill_teacher, ("online",))  # fmt: skip
+                          student_weight, distill_teacher, ("online",), grad_clip)  # fmt: skip
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, gamma=gamma, gae_lambda=gae_lambda,
             ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm, rms_prop_eps=rms_prop_eps,
@@ -443,6 +455,7 @@ class USA2C(USActorCriticMixin, A2C):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         log = SandwichLog()
+        norms: dict[str, list[float]] = defaultdict(list)
         first: dict[str, th.Tensor] = {}
         try:
             for data in self.rollout_buffer.get(batch_size=None):
@@ -451,8 +464,8 @@ class USA2C(USActorCriticMixin, A2C):
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
                 own_loss = self._own_loss(data, advantages)
-                total, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
-                self._apply_gradients(total, self.max_grad_norm)
+                step, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
+                self._step(step, norms)
         finally:
             self._restore_rollout_width()
 
@@ -461,4 +474,4 @@ class USA2C(USActorCriticMixin, A2C):
         self.logger.record("train/policy_loss", first["policy_loss"].item())
         self.logger.record("train/value_loss", first["value_loss"].item())
         self._record_common()
-        self._record_width_logs(log)
+        self._record_width_logs(log, norms)

@@ -11,9 +11,18 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-from usrl.nn import get_width, random_widths, sandwich_widths, set_width, width_control
+from usrl.nn import (
+    SandwichResult,
+    backward_clipped,
+    get_width,
+    random_widths,
+    sandwich_widths,
+    set_width,
+    width_control,
+)
 
 WIDTH_SAMPLINGS = ("sandwich", "random")
+GRAD_CLIPS = ("joint", "apart")
 
 
 def check_divisor(divisor: Any) -> int:
@@ -55,7 +64,7 @@ class SlimmableAlgorithmMixin:
     """Width handling of a US algorithm (put it before the SB3 class in the bases).
 
     Holds the sandwich settings (``n_widths``, ``distill``, ``distill_weight``,
-    ``distill_teacher``, ``student_weight``, ``width_sampling``), a seeded generator for the
+    ``distill_teacher``, ``student_weight``, ``width_sampling``, ``grad_clip``), a seeded generator for the
     random widths that is saved with the model, the width used to collect experience
     (``rollout_width``), ``set_width`` and ``predict(..., width=)``.
     """
@@ -68,6 +77,7 @@ class SlimmableAlgorithmMixin:
     distill_teacher: str
     student_weight: float
     width_sampling: str
+    grad_clip: str
     rollout_width: float | None
     width_generator: th.Generator | None
     slimmable: bool
@@ -83,6 +93,7 @@ class SlimmableAlgorithmMixin:
         student_weight: float | None = 1.0,
         distill_teacher: str = "online",
         teachers: tuple[str, ...] = ("online",),
+        grad_clip: str = "joint",
     ) -> None:
         """Validate and store the sandwich settings (call before SB3's constructor)."""
         if width_sampling not in WIDTH_SAMPLINGS:
@@ -101,6 +112,8 @@ class SlimmableAlgorithmMixin:
             isinstance(student_weight, (int, float)) and math.isfinite(student_weight) and student_weight > 0
         ):
             raise ValueError(f"student_weight must be a number > 0, got {student_weight!r}")
+        if grad_clip not in GRAD_CLIPS:
+            raise ValueError(f"grad_clip must be one of {GRAD_CLIPS}, got {grad_clip!r}")
         if distill_teacher not in teachers:
             raise ValueError(f"distill_teacher must be one of {teachers}, got {distill_teacher!r}")
         self.student_weight = float(student_weight)
@@ -109,6 +122,7 @@ class SlimmableAlgorithmMixin:
         self.distill = distill
         self.distill_weight = float(distill_weight)
         self.width_sampling = width_sampling
+        self.grad_clip = grad_clip
         self.rollout_width = rollout_width
         self.width_generator = None
 
@@ -151,20 +165,27 @@ class SlimmableAlgorithmMixin:
         draw = sandwich_widths if self.width_sampling == "sandwich" else random_widths
         return draw(self.n_widths, low, high, self.width_generator)
 
-    def _apply_gradients(self, total: th.Tensor, max_grad_norm: float) -> None:
-        """One backward of the summed width losses, one gradient clip, one optimizer step.
+    def _apply_gradients(self, step: SandwichResult[Any], max_grad_norm: float) -> list[float]:
+        """Backward of the step's width losses, gradient clipping, one optimizer step.
 
-        A non-finite loss raises ``FloatingPointError`` before anything is changed.
+        ``grad_clip="joint"``: one clip over the summed widths' gradient; ``"apart"``: the full
+        width's gradient and the other widths' are clipped to ``max_grad_norm`` each, then summed
+        (:func:`usrl.nn.backward_clipped`; the same as ``"joint"`` for a step of one width).
+        Returns the norms before clipping (full width first). A non-finite loss raises
+        ``FloatingPointError`` before anything is changed.
         """
+        total = step.total
+        assert total is not None  # the step ran without a backward per width
         if not th.isfinite(total):
             raise FloatingPointError(
                 f"non-finite loss ({total.item()}) at update {self._n_updates + 1}, "  # type: ignore[attr-defined]
                 f"{self.num_timesteps} env steps"  # type: ignore[attr-defined]
             )
         self.policy.optimizer.zero_grad()
-        total.backward()
-        th.nn.utils.clip_grad_norm_(self.policy.parameters(), max_grad_norm)
+        groups = step.groups if self.grad_clip == "apart" else [total]
+        norms = backward_clipped(groups, self.policy.parameters(), max_grad_norm)
         self.policy.optimizer.step()
+        return norms
 
     def set_width(self, width: float) -> None:
         """Act and predict at ``width`` (also the width used while collecting experience)."""

@@ -292,7 +292,7 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
                 )
                 step = self._sandwich(widths, obs, replay_data.actions.long(), target_q_values, teacher_q)
                 log.add(step)
-                self._apply_gradients(step.total, self.max_grad_norm)  # type: ignore[arg-type]
+                self._apply_gradients(step, self.max_grad_norm)
         finally:
             self._restore_rollout_width()
 

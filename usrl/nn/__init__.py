@@ -11,6 +11,7 @@ from usrl.nn.distill import (
     soft_cross_entropy,
 )
 from usrl.nn.export import export_fixed_width
+from usrl.nn.grad import backward_clipped
 from usrl.nn.layers import USBatchNorm2d, USConv2d, USGroupNorm, USLinear, USWNConv2d, share_stem
 from usrl.nn.profiling import profile
 from usrl.nn.sandwich import SandwichLog, SandwichResult, WidthLoss, random_widths, sandwich_step, sandwich_widths
@@ -42,6 +43,7 @@ __all__ = [
     "USWNConv2d",
     "WidthControl",
     "WidthLoss",
+    "backward_clipped",
     "bn_layers",
     "calibrate_bn",
     "check_width_range",

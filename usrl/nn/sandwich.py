@@ -76,11 +76,15 @@ class SandwichResult(Generic[Output]):
 
     ``total`` is the summed loss to call ``backward`` on once (``None`` when the step ran a
     backward per width); ``first`` is the first width's output (the teacher's, in a sandwich).
+    ``groups`` splits ``total`` into the losses a trainer may clip apart
+    (:func:`usrl.nn.backward_clipped`): in a sandwich of several widths the first width's loss
+    and the other widths' weighted sum; otherwise ``[total]`` (empty with a backward per width).
     """
 
     total: Tensor | None
     first: Output
     widths: list[WidthLoss]
+    groups: list[Tensor] = field(default_factory=list)
 
 
 def _split(result: DistillResult) -> tuple[Tensor, Mapping[str, Tensor]]:
@@ -145,6 +149,8 @@ def sandwich_step(
     needs_own = not distilling or distill_weight < 1.0
     teacher_value = fixed_teacher
     total: Tensor | None = None
+    first_loss: Tensor | None = None
+    students: Tensor | None = None
     first: Any = None
     records: list[WidthLoss] = []
     stem = share_stem(model) if backward is None else contextlib.nullcontext()
@@ -179,13 +185,20 @@ def sandwich_step(
                     loss = student_weight * loss
                 if backward is None:
                     total = loss if total is None else total + loss
+                    if sandwich and i > 0:
+                        students = loss if students is None else students + loss
+                    elif i == 0:
+                        first_loss = loss
                     continue
                 last = i == len(widths) - 1
                 with sync_context() if sync_context is not None and not last else contextlib.nullcontext():
                     backward(loss)
     finally:
         control.width = previous
-    return SandwichResult(total, first, records)
+    groups: list[Tensor] = []
+    if total is not None:
+        groups = [total] if first_loss is None or students is None else [first_loss, students]
+    return SandwichResult(total, first, records, groups)
 
 
 class SandwichLog:
