@@ -211,27 +211,33 @@ def test_backward_clipped_clips_each_loss_by_its_own_norm() -> None:
     for name, grad in _grads(net).items():
         torch.testing.assert_close(grad, expected[name], rtol=0, atol=0, msg=name)
 
-    # two losses sharing the graph of the first layer: each scaled to max_norm on its own
-    net.zero_grad()
-    hidden = net[1](net[0](x))
-    small = 1e-3 * F.l1_loss(net[4](net[3](net[2](hidden))), y)
-    large = 100.0 * hidden.square().mean()
-    g_small = torch.autograd.grad(small, params, retain_graph=True, allow_unused=True)
-    g_large = torch.autograd.grad(large, params, retain_graph=True, allow_unused=True)
+    # losses sharing the graph of the first layer: the first clipped by its own norm, the others
+    # by the same factor, or by their own where that is smaller
+    def three() -> list[torch.Tensor]:
+        hidden = net[1](net[0](x))
+        out = net[4](net[3](net[2](hidden)))
+        return [F.l1_loss(out, y), 1e-3 * F.l1_loss(out, -y), 100.0 * hidden.square().mean()]
 
     def norm_of(gs: tuple[torch.Tensor | None, ...]) -> float:
         return float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in gs if g is not None])))
 
-    n_small, n_large = norm_of(g_small), norm_of(g_large)
-    assert n_small < 0.05 < n_large  # the first is left alone, the second clipped
-    norms = backward_clipped([small, large], params, 0.05)
-    assert norms == [pytest.approx(n_small, rel=1e-5), pytest.approx(n_large, rel=1e-5)]
-    for p, a, b in zip(params, g_small, g_large, strict=True):
-        want = torch.zeros_like(p)
-        if a is not None:
-            want = want + a
-        if b is not None:
-            want = want + b * (0.05 / (n_large + 1e-6))
+    net.zero_grad()
+    losses = three()
+    grads = [torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True) for loss in losses]
+    n = [norm_of(g) for g in grads]
+    c = 0.05 / (n[0] + 1e-6)
+    assert c < 1 and n[1] * c < 0.05 and n[2] * c > 0.05  # the full width clipped; the first student at its factor
+    scales = [c, c, 0.05 / (n[2] + 1e-6)]
+    norms = backward_clipped(three(), params, 0.05)
+    assert norms == [pytest.approx(v, rel=1e-5) for v in n]
+    for k, p in enumerate(params):
+        want = sum((g[k] * s for g, s in zip(grads, scales, strict=True) if g[k] is not None), torch.zeros_like(p))
         torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-9)
+    # a first loss under max_norm is left alone, and so are the others up to max_norm
+    net.zero_grad()
+    backward_clipped([1e-4 * loss for loss in three()[:2]], params, 1e3)
+    for k, p in enumerate(params):
+        want = sum((1e-4 * g[k] for g in grads[:2] if g[k] is not None), torch.zeros_like(p))
+        torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-12)
     with pytest.raises(ValueError, match="at least one loss"):
         backward_clipped([], params, 1.0)

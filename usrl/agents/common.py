@@ -169,7 +169,8 @@ class SlimmableAlgorithmMixin:
         """Backward of the step's width losses, gradient clipping, one optimizer step.
 
         ``grad_clip="joint"``: one clip over the summed widths' gradient; ``"apart"``: the full
-        width's gradient and the other widths' are clipped to ``max_grad_norm`` each, then summed
+        width's gradient clipped by its own norm, as a one-width update would be, and the other
+        widths' by the same factor or by their own norm where that is smaller
         (:func:`usrl.nn.backward_clipped`; the same as ``"joint"`` for a step of one width).
         Returns the norms before clipping (full width first). A non-finite loss raises
         ``FloatingPointError`` before anything is changed.
