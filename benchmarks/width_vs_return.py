@@ -445,6 +445,7 @@ def run_cell(
         "segments": segments,
         "select": select,
         "params": params or {},
+        "settings": model.us_settings(),
         "machine": machine(device),
         **selected,
         "rows": rows,
@@ -458,6 +459,39 @@ def run_cell(
         flush=True,
     )
     return result
+
+
+def expected_settings(task: str, algo: str, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The sandwich settings (``us_settings()``) the current code gives a method's cell of this
+    task and overrides, from a model built without its networks."""
+    from usrl.train import algorithms
+
+    hp = task_hyperparams(task, algo, params)
+    kwargs, _ = method_kwargs(method, hp, TASKS[task]["grid"])
+    model = algorithms()[algo](hp.get("policy", "MlpPolicy"), None, device="cpu", _init_setup_model=False, **kwargs)
+    return model.us_settings()
+
+
+def stale_cells(task: str, algo: str, params: dict[str, Any] | None, cells: list[dict[str, Any]]) -> list[str]:
+    """One line per cell whose recorded settings differ from what the current code would train
+    it with (a default changed since): such a cell must be retrained or its settings spelled out
+    with -params. Cells from before settings were recorded are not checked."""
+    expected: dict[str, dict[str, Any]] = {}
+    stale = []
+    for cell in cells:
+        recorded = cell.get("settings")
+        if recorded is None:
+            continue
+        method = cell["method"]
+        if method not in expected:
+            expected[method] = expected_settings(task, algo, method, params)
+        diff = {k: (v, expected[method].get(k)) for k, v in recorded.items() if expected[method].get(k) != v}
+        if diff:
+            stale.append(
+                f"{method} seed {cell['seed']}: "
+                + ", ".join(f"{k}={old!r} (now {new!r})" for k, (old, new) in sorted(diff.items()))
+            )
+    return stale
 
 
 def auc(rows: list[dict[str, Any]]) -> float:
@@ -684,6 +718,14 @@ def main(argv: list[str] | None = None) -> int:
         for s in args.seeds
         for m in args.methods
     ]
+    stale = stale_cells(args.task, args.algo, params, cells)
+    if stale:
+        print(
+            f"error: {len(stale)} cells were trained with other settings than the current code gives them "
+            "(retrain them, or spell the settings out with -params): " + "; ".join(stale),
+            file=sys.stderr,
+        )
+        return 2
     print(report(args.task, args.algo, cells, command, args.seeds, args.out, args.select, params))
     return 0
 

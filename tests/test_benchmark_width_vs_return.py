@@ -37,7 +37,7 @@ def test_tiny_preset_end_to_end_and_resume(load_benchmark, tmp_path: Path, capsy
     assert not (cells / wvr.PARTIAL).exists()  # finished cells leave no checkpoints behind
 
 
-def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     wvr = load_benchmark("width_vs_return")
     methods = ["us", "us_no_distill", "individual_0.5"]
     args = ["--task", "tiny", "--algo", "ppo", "--seeds", "1", "--methods", *methods, "--out", str(tmp_path)]
@@ -51,6 +51,17 @@ def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path) -> None:  # type: 
     assert ind["rows"][0]["macs"] == next(r["macs"] for r in us["rows"] if r["width"] == 0.5)
     assert "US-PPO" in (tmp_path / "tiny_ppo.md").read_text()
     assert (tmp_path / "tiny_ppo.png").is_file()
+    # each cell records its resolved sandwich settings; a cell whose settings the current code
+    # would no longer give it (a default changed since) stops the report instead of entering it
+    assert us["settings"]["grad_clip"] == "apart" and us["settings"]["student_weight"] == pytest.approx(1 / 3)
+    assert ind["settings"]["n_widths"] == 1
+    us["settings"]["grad_clip"] = "joint"
+    (cells / "us_s1.json").write_text(json.dumps(us))
+    report = (tmp_path / "tiny_ppo.md").read_text()
+    assert wvr.main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 cells were trained with other settings" in err and "us seed 1: grad_clip='joint' (now 'apart')" in err
+    assert (tmp_path / "tiny_ppo.md").read_text() == report
 
 
 def test_tiny_preset_best_checkpoint_selection(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -126,6 +126,19 @@ class SlimmableAlgorithmMixin:
         self.rollout_width = rollout_width
         self.width_generator = None
 
+    def us_settings(self) -> dict[str, Any]:
+        """The sandwich settings this model trains with, resolved (``student_weight=None`` as its
+        number): what a result records so that it can be told apart from one of other settings."""
+        return {
+            "n_widths": self.n_widths,
+            "distill": self.distill,
+            "distill_weight": self.distill_weight,
+            "student_weight": self.student_weight,
+            "distill_teacher": self.distill_teacher,
+            "width_sampling": self.width_sampling,
+            "grad_clip": self.grad_clip,
+        }
+
     def _setup_widths(self, policy_class: type) -> None:
         """Check the policy, bind the rollout width and seed the width generator (after ``_setup_model``).
 
