@@ -36,6 +36,13 @@ def parse_seeds(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
+def seeds_label(seeds: Sequence[int]) -> str:
+    """Seeds as :func:`parse_seeds` reads them: ``0-9`` for a run of consecutive seeds, else ``0,3,5``."""
+    if len(seeds) > 1 and list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(str(s) for s in seeds)
+
+
 def params_tag(params: dict[str, Any] | None) -> str:
     """``_<key>-<value>`` per -params override (sorted), reduced to file-name characters: the
     suffix that keeps a variant's results apart from the preset's."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cells import params_tag, parse_seeds  # noqa: E402
+from cells import params_tag, parse_seeds, seeds_label  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLD = 90.0
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command.strip()}`  ",
         f"usrl overrides: {', '.join(f'`{k}: {v}`' for k, v in sorted(params.items())) or 'none (the defaults)'}  ",
-        f"Seeds: {seeds[0]}-{seeds[-1]} ({len(seeds)}); each case at SB3's budget and settings "
+        f"Seeds: {seeds_label(seeds)} ({len(seeds)}); each case at SB3's budget and settings "
         f"(`tests/test_identity.py`), passing when the mean reward over {EVAL_EPISODES} episodes is >= {THRESHOLD:g}.",
         "",
         "| case | SB3 passes | usrl passes | SB3 mean reward | usrl mean reward |",

@@ -33,3 +33,4 @@ def test_identity_case_of_a_usrl_class_at_one_width_is_sb3s(load_benchmark: Any)
     case = "discrete A2C IdentityEnv"
     assert idt.run_one(case, True, 1, {"n_widths": 1}) == idt.run_one(case, False, 1, {})
     assert idt.parse_seeds("0-2") == [0, 1, 2] and idt.parse_seeds("4,7") == [4, 7]
+    assert idt.seeds_label([0, 1, 2]) == "0-2" and idt.seeds_label([0, 3, 5]) == "0,3,5" and idt.seeds_label([4]) == "4"
