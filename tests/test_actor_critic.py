@@ -374,11 +374,11 @@ def test_students_are_averaged_by_default() -> None:
 
 
 def test_clipped_apart_the_full_width_steps_as_if_alone() -> None:
-    """``grad_clip="apart"`` (the default): the full width's gradient is clipped by its own norm,
+    """``grad_clip="apart"`` (US-PPO's default): the full width's gradient is clipped by its own norm,
     so a full-size critic (taught by the full width only) gets exactly the one-width update's
     gradient whatever the students do; one clip over the sum (``"joint"``) shrinks it."""
-    m = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, seed=0, max_grad_norm=0.05)
-    assert m.grad_clip == "apart" and not m.policy.critic_slims
+    m = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, seed=0, max_grad_norm=0.05, grad_clip="apart")
+    assert not m.policy.critic_slims
     policy = m.policy
     with torch.no_grad():  # a trained-looking actor: its widths disagree, so the students' KL is large
         policy.action_net.weight.add_(torch.randn_like(policy.action_net.weight))
@@ -406,5 +406,7 @@ def test_clipped_apart_the_full_width_steps_as_if_alone() -> None:
         ratio = logged["train/grad_norm_full_width"] / joint_norm
         torch.testing.assert_close(joint[n], alone[n] * ratio, rtol=1e-4, atol=1e-9, msg=n)
     assert any(not torch.allclose(apart[n], alone[n]) for n in actor)  # the students still teach the actor
+    assert USPPO("MlpPolicy", "CartPole-v1", n_steps=64).grad_clip == "apart"
+    assert USA2C("MlpPolicy", "CartPole-v1").grad_clip == "joint"
     with pytest.raises(ValueError, match="grad_clip must be one of"):
         USPPO("MlpPolicy", "CartPole-v1", grad_clip="per-width")

@@ -46,6 +46,10 @@ LEARNING_THRESHOLDS: dict[str, str] = {
         for case in ("env0-USA2C", "env1-USA2C", "env1-USPPO", "env2-USA2C", "env2-USPPO")
     },
     "test_identity.py::test_continuous[USA2C]": f"mean reward >= 90 after a fixed budget; {_AC_SLOWER}",
+    "test_gae.py::test_infinite_horizon[True-USA2C]": (
+        "full-width value within 1 of 1/(1-gamma) after 500 steps; with USA2C's default one clip over the "
+        "summed widths the students' KL gradients shrink the critic's steps (43.35 vs 50; grad_clip='apart': 50.0)"
+    ),
     "test_callbacks.py::test_eval_success_logging": (
         "HER + DQN > 50% evaluation success on 2-bit flipping after 500 steps; US-DQN is at the edge "
         "(passed in some runs, 40% in another): the same distillation slowdown as test_performance_her"

@@ -52,8 +52,8 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
     from the first width's value loss only; a slimmable critic runs at every width, and the
     other widths also distil the full width's value (``vf_coef * MSE``). With ``distill=None``
     or ``width_sampling="random"`` every width learns the algorithm's own loss. The losses are
-    summed (the non-full widths' times ``student_weight``); the full width's gradient and the
-    others' are clipped apart (``grad_clip``), then one optimizer step.
+    summed (the non-full widths' times ``student_weight``) and clipped (``grad_clip``: the full
+    width's gradient apart from the others', or one clip over the sum), then one optimizer step.
     """
 
     policy: USActorCriticPolicy
@@ -209,11 +209,14 @@ _US_DOC = """
     :param distill_teacher: ``"online"``: the full width's outputs in the same forward pass (the
         US-Nets definition); ``"rollout"`` (USPPO only): a frozen copy of the full width as it
         collected the rollout, the same teacher for every epoch and minibatch of the update.
-    :param grad_clip: ``"apart"`` (the default): the full width's gradient is clipped by its own
-        norm to ``max_grad_norm``, exactly as SB3 clips a one-width update, and the other widths'
-        gradient by the same factor, or more where its own norm would stay over ``max_grad_norm``
-        (:func:`usrl.nn.backward_clipped`); the students never shrink the full width's step.
-        ``"joint"``: one clip over the summed gradient (the US-Nets recipe).
+    :param grad_clip: ``"apart"`` (USPPO's default): the full width's gradient is clipped by its
+        own norm to ``max_grad_norm``, exactly as SB3 clips a one-width update, and the other
+        widths' gradient by the same factor, or more where its own norm would stay over
+        ``max_grad_norm`` (:func:`usrl.nn.backward_clipped`); the students never shrink the full
+        width's step. ``"joint"`` (USA2C's default): one clip over the summed gradient (the
+        US-Nets recipe). Measured in ``benchmarks/results/`` (``..._grad_clip-apart_...``): apart
+        lifts US-PPO to its individual nets on CartPole and Acrobot, but slows US-A2C, whose
+        students' KL then weighs more against its own one-step update.
     :param rollout_width: width used to collect rollouts (default: the top of the range).
     :param width_sampling: ``"sandwich"``, or ``"random"`` (all widths of a step uniform
         random, each on its own loss: the "no sandwich rule" ablation).
@@ -418,7 +421,7 @@ class USA2C(USActorCriticMixin, A2C):
         width_sampling: str = "sandwich",
         student_weight: float | None = None,
         distill_teacher: str = "online",
-        grad_clip: str = "apart",
+        grad_clip: str = "joint",
         _init_setup_model: bool = True,
     ) -> None:
         # A2C makes one step per rollout: its online teacher is the rollout's policy already
