@@ -57,6 +57,8 @@ def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path, capsys) -> None:  
     assert ind["settings"]["n_widths"] == 1
     us["settings"]["grad_clip"] = "joint"
     (cells / "us_s1.json").write_text(json.dumps(us))
+    ind["settings"]["grad_clip"] = "joint"  # no matter to a net trained at one width
+    (cells / "individual_0.5_s1.json").write_text(json.dumps(ind))
     report = (tmp_path / "tiny_ppo.md").read_text()
     assert wvr.main(args) == 2
     err = capsys.readouterr().err
