@@ -55,11 +55,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "student_weight": 1.0,
         "grad_clip": "joint",
     },
-    "full-width critic, student_weight 1/3, clipped apart": {
-        "policy_kwargs.slim_critic": False,
-        "student_weight": 0.3333,
-        "grad_clip": "apart",
-    },
 }
 MEASURE_EVERY = 5  # rollouts between measurements
 GROUPS = ("actor", "critic")
@@ -115,7 +110,7 @@ def measure(model: Any) -> dict[str, float]:
     norm_total = float(th.cat([g.flatten() for g in g_total]).norm())
     norm_full = float(th.cat([g.flatten() for g in g_full]).norm())
     clip = lambda n: min(1.0, model.max_grad_norm / max(n, 1e-12))  # noqa: E731
-    # clipped apart, the full width's gradient gets plain PPO's factor whatever the students'
+    # clipped apart (grad_clip="apart"), the full width's gradient gets plain PPO's factor by construction
     out["clip_ratio"] = 1.0 if model.grad_clip == "apart" else clip(norm_total) / clip(norm_full)
     return out
 
