@@ -199,7 +199,7 @@ def test_groups_split_the_total_into_the_full_width_and_the_students() -> None:
     assert per_width.groups == []
 
 
-def test_backward_clipped_clips_each_loss_by_its_own_norm() -> None:
+def test_backward_clipped_clips_the_first_loss_by_its_norm_and_the_others_at_most_as_much() -> None:
     net, (x, y) = _net(), _batch()
     params = list(net.parameters())
     # one loss: exactly backward + clip_grad_norm_
