@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -179,30 +181,7 @@ def run_pool(
             save(call, fn(*call))
         return 0
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
-    failed = 0
-    pool = _worker_pool(max(1, jobs))
-    try:
-        running = [(call, pool.apply_async(fn, call)) for call in calls]
-        while running:
-            for item in [item for item in running if item[1].ready()]:
-                running.remove(item)
-                call, result = item
-                try:
-                    value = result.get(0)
-                except Exception as e:  # noqa: BLE001  (one cell's failure must not lose the others)
-                    failed += 1
-                    print(f"cell {describe(call)} failed: {type(e).__name__}: {e}", flush=True)
-                else:
-                    save(call, value)
-            if running and deadline is not None and time.monotonic() >= deadline:
-                print(f"time limit reached: {len(running)} cells stopped unfinished", flush=True)
-                break
-            if running:
-                time.sleep(0.1)
-    finally:
-        pool.terminate()
-        pool.join()
-    return failed
+    return _run_local(fn, calls, max(1, jobs), deadline, describe, save)
 
 
 def train_cells(
@@ -229,27 +208,94 @@ def train_cells(
     return 0
 
 
-def _worker_pool(jobs: int) -> Any:
-    """A process pool whose workers may start processes of their own (a cell's DataLoader
-    workers): multiprocessing.Pool's workers are daemonic, and daemonic processes cannot."""
+def _run_local(
+    fn: Callable[..., dict[str, Any]],
+    calls: Sequence[tuple[Any, ...]],
+    jobs: int,
+    deadline: float | None,
+    describe: Callable[[tuple[Any, ...]], str],
+    save: Callable[[tuple[Any, ...], dict[str, Any]], None],
+) -> int:
+    """:func:`run_pool` on this machine: each call in a fresh process of its own, ``jobs`` at a time.
+
+    Plain processes rather than a ``multiprocessing.Pool``: a cell may start processes of its
+    own (a Pool's workers are daemonic and cannot), a worker that dies (OOM-killed, segfault) is
+    reported instead of waited on forever, and stopping never blocks on a worker that missed
+    its SIGTERM (``Pool.terminate`` joins its workers without a timeout)."""
     import multiprocessing
-    import multiprocessing.pool
+    import multiprocessing.connection
 
-    base = multiprocessing.get_context()
+    ctx = multiprocessing.get_context()
+    pending = list(calls)
+    running: dict[Any, tuple[tuple[Any, ...], Any]] = {}  # process -> (its call, the pipe's reading end)
+    failed = 0
+    try:
+        while pending or running:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                print(f"time limit reached: {len(running) + len(pending)} cells stopped unfinished", flush=True)
+                break
+            while pending and len(running) < jobs:
+                call = pending.pop(0)
+                receive, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_local_cell, args=(fn, call, send))
+                proc.start()
+                send.close()  # the child holds the only writing end: its exit is EOF here
+                running[proc] = (call, receive)
+            ready = multiprocessing.connection.wait([r for _, r in running.values()], timeout=left)
+            for proc, (call, receive) in list(running.items()):
+                if receive not in ready:
+                    continue
+                try:
+                    ok, value = receive.recv()
+                except EOFError:  # it died without a word
+                    ok, value = False, None
+                receive.close()
+                proc.join(_STOP_GRACE_S)  # it has nothing left to do but exit
+                _stop(proc)
+                if not ok and value is None:
+                    value = f"its worker process died (exit code {proc.exitcode}) before returning"
+                del running[proc]
+                if ok:
+                    save(call, value)
+                else:
+                    failed += 1
+                    print(f"cell {describe(call)} failed: {value}", flush=True)
+    finally:
+        for proc, (_, receive) in running.items():
+            _stop(proc)
+            receive.close()
+    return failed
 
-    class Worker(base.Process):  # type: ignore[name-defined]
-        @property
-        def daemon(self) -> bool:
-            return False
 
-        @daemon.setter
-        def daemon(self, value: bool) -> None:
-            pass  # the pool asks for daemonic workers; they stay ordinary processes
+_STOP_GRACE_S = 10.0
 
-    class Context(type(base)):  # type: ignore[misc]
-        Process = Worker
 
-    return multiprocessing.pool.Pool(jobs, initializer=one_thread, maxtasksperchild=1, context=Context())
+def _local_cell(fn: Callable[..., dict[str, Any]], call: tuple[Any, ...], send: Any) -> None:
+    """A local worker process: ``fn(*call)`` on one thread, sent back as ``(True, result)`` or
+    ``(False, "ExceptionType: message")``."""
+    # SIGTERM ends a worker whatever handler its parent had (Ray's driver installs one); Ctrl-C
+    # reaches the whole process group, and the driver, not each worker, answers it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    one_thread()
+    try:
+        outcome: tuple[bool, Any] = (True, fn(*call))
+    except Exception as e:  # noqa: BLE001  (reported by the driver; one cell's failure must not lose the others)
+        outcome = (False, f"{type(e).__name__}: {e}")
+    send.send(outcome)
+    send.close()
+
+
+def _stop(proc: Any) -> None:
+    """End a worker process: SIGTERM, then SIGKILL after a grace period (a SIGTERM that lands
+    between fork and the child's own signal setup can be lost)."""
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(_STOP_GRACE_S)
+    if proc.is_alive():
+        proc.kill()
+    proc.join()
 
 
 def _ray_cell(fn: Callable[..., dict[str, Any]], call: tuple[Any, ...], threads: int) -> dict[str, Any]:
@@ -289,6 +335,7 @@ def _run_ray(
 
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     _check_reachable(backend.address)
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with a sys.exit handler
     try:
         ray.init(address=backend.address, include_dashboard=False, runtime_env=backend.runtime_env(),
                  logging_level=logging.WARNING, configure_logging=True)  # fmt: skip
@@ -323,6 +370,8 @@ def _run_ray(
                 save(call, value)
     finally:
         ray.shutdown()
+        if sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)
     return failed
 
 

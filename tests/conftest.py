@@ -22,8 +22,10 @@ def _seed() -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # the two CartPole learning files (minutes each) first, so the two test processes start them at once
-    items.sort(key=lambda item: not item.path.name.startswith("test_learning"))
+    # the files of minutes each first (the two CartPole learning files, SB3's suite), so that the two
+    # test processes start on them and the short files fill in beside them, not after
+    slow = ("test_learning", "test_sb3_conformance")
+    items.sort(key=lambda item: not item.path.name.startswith(slow))
 
 
 @pytest.fixture

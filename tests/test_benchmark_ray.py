@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -85,7 +86,10 @@ def test_ray_backend_gives_the_local_backends_cells(load_benchmark, cluster: str
     assert f"error: no Ray cluster answers at {nobody}" in capsys.readouterr().err
     assert not (tmp_path / "x" / "cells" / "tiny").exists() or not any((tmp_path / "x" / "cells" / "tiny").iterdir())
     assert wvr.main([*common, "--out", str(tmp_path / "local")]) == 0
+    sigterm = signal.getsignal(signal.SIGTERM)
     assert wvr.main([*common, "--backend", "ray", "--address", cluster, "--out", str(tmp_path / "ray")]) == 0
+    # ray.init's own SIGTERM handler does not outlive the run (local workers forked later inherit handlers)
+    assert signal.getsignal(signal.SIGTERM) == sigterm
     for method in ("us", "individual_0.5"):
         local = json.loads((tmp_path / "local" / "cells" / "tiny" / f"{method}_s0.json").read_text())
         remote = json.loads((tmp_path / "ray" / "cells" / "tiny" / f"{method}_s0.json").read_text())

@@ -1,6 +1,8 @@
 """benchmarks/run_cells.py: a plan of several grids trains in one pool, in order, within a time limit."""
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,32 @@ def test_local_pool_workers_may_start_processes(load_benchmark) -> None:  # type
     saved: list[dict] = []
     assert cells.run_pool(_cell_with_a_child, [(1,), (2,)], 2, save=lambda call, r: saved.append(r)) == 0
     assert sorted(r["x"] for r in saved) == [1, 2] and all(r["child_exit"] == 0 for r in saved)
+
+
+def _stubborn_or_dying_cell(kind: str) -> dict:
+    import signal
+    import time
+
+    if kind == "ignores_sigterm":  # a worker that misses its SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(600)
+    if kind == "dies":  # as the OOM killer or a segfault ends one
+        os._exit(9)
+    return {"kind": kind}
+
+
+def test_local_pool_reports_a_dead_worker_and_stops_one_that_ignores_sigterm(
+    load_benchmark, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    cells = load_benchmark("cells")
+    monkeypatch.setattr(cells, "_STOP_GRACE_S", 0.5)
+    saved: list[dict] = []
+    calls = [("dies",), ("ok",), ("ignores_sigterm",)]
+    start = time.monotonic()
+    failed = cells.run_pool(_stubborn_or_dying_cell, calls, 3, 8.0, describe=lambda call: call[0],
+                            save=lambda call, r: saved.append(r))  # fmt: skip
+    assert time.monotonic() - start < 60  # not waited on forever
+    out = capsys.readouterr().out
+    assert failed == 1 and saved == [{"kind": "ok"}]
+    assert "cell dies failed: its worker process died (exit code 9) before returning" in out
+    assert "time limit reached: 1 cells stopped unfinished" in out
