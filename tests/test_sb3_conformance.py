@@ -128,4 +128,4 @@ def test_sb3_suite_passes_with_us_algorithms(tmp_path: Path) -> None:
     assert not fixed, "listed as expected failures but passed (update EXPECTED_FAILURES and the README):\n" + "\n".join(
         fixed
     )
-    assert sum(o == "passed" for o in results.values()) > 300  # the suite really ran
+    assert sum(o == "passed" for o in results.values()) > 250  # the suite really ran (284 cases selected)

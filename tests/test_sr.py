@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -224,41 +225,46 @@ def _err(res: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_bad_input_gets_one_line_and_exit_2(demo: Path, trained: Path, tmp_path: Path) -> None:
+def test_bad_input_gets_one_line_and_exit_2(demo: Path, trained: Path, tmp_path: Path, run_main) -> None:  # type: ignore[no-untyped-def]
+    from usrl.sr.evaluate import main as evaluate
+    from usrl.sr.train import main as train
+    from usrl.sr.upscale import main as upscale
+
+    def err(main: Callable[[list[str]], int], argv: list[str]) -> str:
+        code, stderr = run_main(main, argv)
+        lines = [ln for ln in stderr.splitlines() if ln.strip()]
+        assert code == 2 and len(lines) == 1, stderr
+        return lines[0]
+
     bad = tmp_path / "bad"
     shutil.copytree(demo, bad)
     out = tmp_path / "never"
     base = ["--out", str(out), "--steps", "2", *TINY]
+    # one in a real process (no traceback, no other output); the rest in this one
     assert "no such data folder" in _err(_train(["--data", str(tmp_path / "nope"), *base], tmp_path))
     lr_file = next((bad / "DIV2K_train_LR_bicubic" / "X2").glob("*.png"))
     Image.new("RGB", (7, 7)).save(lr_file)
-    assert "LR/HR size mismatch" in _err(_train(["--data", str(bad), *base], tmp_path))
+    assert "LR/HR size mismatch" in err(train, ["--data", str(bad), *base])
     shutil.rmtree(bad / "DIV2K_train_LR_bicubic")
     (bad / "DIV2K_train_HR" / "notes.txt").write_text("hello")
-    assert "not an image file" in _err(_train(["--data", str(bad), *base], tmp_path))
+    assert "not an image file" in err(train, ["--data", str(bad), *base])
     (bad / "DIV2K_train_HR" / "notes.txt").unlink()
     (bad / "DIV2K_train_HR" / "broken.png").write_bytes(b"not a png")
-    assert "not a readable image" in _err(_train(["--data", str(bad), *base], tmp_path))
+    assert "not a readable image" in err(train, ["--data", str(bad), *base])
     (bad / "DIV2K_train_HR" / "broken.png").unlink()
     shutil.rmtree(bad / "DIV2K_valid_HR")
-    assert "missing folder" in _err(_train(["--data", str(bad), *base], tmp_path))
-    assert "--width-range" in _err(_train(["--data", str(demo), *base, "--width-range", "0.5", "0.2"], tmp_path))
-    assert "--patch-size" in _err(_train(["--data", str(demo), *base, "--patch-size", "5000"], tmp_path))
+    assert "missing folder" in err(train, ["--data", str(bad), *base])
+    assert "--width-range" in err(train, ["--data", str(demo), *base, "--width-range", "0.5", "0.2"])
+    assert "--patch-size" in err(train, ["--data", str(demo), *base, "--patch-size", "5000"])
     assert not out.exists()
-    from usrl.sr.evaluate import main as evaluate
-
-    res = subprocess.run([sys.executable, "-m", "usrl.sr.evaluate", str(trained), "--data", str(demo), "--widths",
-                          "0.1", "1.0"], capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert "outside the model's width range" in _err(res)
+    assert "outside the model's width range" in err(
+        evaluate, [str(trained), "--data", str(demo), "--widths", "0.1", "1.0"]
+    )
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00" * 100)
-    res = subprocess.run([sys.executable, "-m", "usrl.sr.upscale", str(corrupt), "a.png", "b.png"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert "cannot read" in _err(res)
-    assert evaluate([str(tmp_path / "missing_run"), "--data", str(demo)]) == 2
-    res = subprocess.run([sys.executable, "-m", "usrl.sr.upscale", str(trained), "a.png", "b.png", "--width", "1.5"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert "outside the model's width range" in _err(res)
+    assert "cannot read" in err(upscale, [str(corrupt), "a.png", "b.png"])
+    err(evaluate, [str(tmp_path / "missing_run"), "--data", str(demo)])
+    assert "outside the model's width range" in err(upscale, [str(trained), "a.png", "b.png", "--width", "1.5"])
 
 
 def test_wdsr_rejects_bad_configs() -> None:

@@ -385,12 +385,12 @@ def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_a_resumable_checkpoint_then_resume_finishes(tmp_path: Path, signum: int, code: int) -> None:
-    args = ["--env", "CartPole-v1", "-n", "12000", "--save-freq", "4000", "--eval-freq", "0", "--eval-episodes", "1",
+    args = ["--env", "CartPole-v1", "-n", "6000", "--save-freq", "2000", "--eval-freq", "0", "--eval-episodes", "1",
             "--verbose", "0"]  # fmt: skip
     proc = _start(tmp_path, *args)
     run = tmp_path / "logs" / "dqn" / "CartPole-v1_1"
     deadline = time.time() + 300
-    while time.time() < deadline and _latest(run) < 4000 and proc.poll() is None:
+    while time.time() < deadline and _latest(run) < 2000 and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.5)  # mid-way between periodic checkpoints
     proc.send_signal(signum)
@@ -399,13 +399,13 @@ def test_signal_saves_a_resumable_checkpoint_then_resume_finishes(tmp_path: Path
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "continue with: python -m usrl.train --resume logs/dqn/CartPole-v1_1" in lines[0], stderr
     stopped_at = _latest(run)
-    assert 4000 < stopped_at < 12000  # saved at the stop, not at the last periodic checkpoint
+    assert 2000 < stopped_at < 6000  # saved at the stop, not at the last periodic checkpoint
     assert not (run / "CartPole-v1.zip").exists()  # not finished
     res = train("--resume", str(run), "--verbose", "0", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     from usrl import USDQN
 
-    assert 12000 <= USDQN.load(run / "CartPole-v1.zip").num_timesteps < 12000 + 256
+    assert 6000 <= USDQN.load(run / "CartPole-v1.zip").num_timesteps < 6000 + 256
 
 
 def test_second_signal_aborts_without_corrupting_the_last_checkpoint(tmp_path: Path) -> None:

@@ -301,12 +301,18 @@ def _bad(tmp_path: Path, data: Path, trained: Path) -> list[tuple[str, list[str]
     ]  # fmt: skip
 
 
-def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, data: Path, trained: Path) -> None:
-    for name, argv, message in _bad(tmp_path, data, trained):
-        r = _cli(*argv)
-        assert r.returncode == 2, (name, r.stderr)
-        lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (name, r.stderr)
+def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, data: Path, trained: Path, run_main) -> None:  # type: ignore[no-untyped-def]
+    import importlib
+
+    for i, (name, argv, message) in enumerate(_bad(tmp_path, data, trained)):
+        if i == 0:  # one in a real process: no traceback, no other output
+            r = _cli(*argv)
+            code, stderr = r.returncode, r.stderr
+        else:
+            code, stderr = run_main(importlib.import_module(argv[0]).main, argv[1:])
+        assert code == 2, (name, stderr)
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (name, stderr)
     assert not (tmp_path / "never").exists() and not (tmp_path / "m.pt2").exists()
 
 
