@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from usrl import USDQN
@@ -349,6 +350,19 @@ def test_frame_stack_buffer_gets_the_n_step_settings() -> None:
     m.learn(60)  # learns from rebuilt stacks and 3-step returns
     assert m._n_updates > 0
     env.close()
+
+
+def test_a_saved_n_step_model_loads_without_the_n_steps_ignored_warning(tmp_path: Path) -> None:
+    import warnings
+
+    m = USDQN("MlpPolicy", "CartPole-v1", n_steps=3, gamma=0.9, buffer_size=100, device="cpu", seed=0)
+    m.save(tmp_path / "m.zip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the loaded buffer takes n_steps: SB3's warning would be wrong
+        loaded = USDQN.load(tmp_path / "m.zip", env=m.get_env())
+    assert (loaded.replay_buffer.n_steps, loaded.replay_buffer.gamma) == (3, 0.9)
+    with pytest.warns(UserWarning, match="is ignored"):  # a buffer that really ignores it still warns
+        USDQN("MlpPolicy", "CartPole-v1", n_steps=3, replay_buffer_class=ReplayBuffer, device="cpu")
 
 
 def test_acting_zip_is_small_and_loads_for_acting_and_training(tmp_path: Path) -> None:

@@ -170,7 +170,9 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         if frame_buffer and self.replay_buffer is None:
             self.replay_buffer_kwargs = {"n_steps": self.n_steps, "gamma": self.gamma, **self.replay_buffer_kwargs}
         with warnings.catch_warnings():
-            if frame_buffer:  # SB3 warns that n_steps is ignored with a custom buffer: this one takes it
+            # SB3 warns that n_steps is ignored whenever a buffer class is set, also when the buffer
+            # takes it: ours, or SB3's NStepReplayBuffer of a loaded model (its kwargs hold n_steps)
+            if frame_buffer or self.replay_buffer_kwargs.get("n_steps") == self.n_steps:
                 warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored")
             super()._setup_model()
         self._setup_widths(USDQNPolicy)
