@@ -229,6 +229,9 @@ def _run_local(
     pending = list(calls)
     running: dict[Any, tuple[tuple[Any, ...], Any]] = {}  # process -> (its call, the pipe's reading end)
     failed = 0
+    sigterm = None
+    if threading.current_thread() is threading.main_thread():  # a SIGTERM to this driver stops its workers too
+        sigterm = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         while pending or running:
             left = None if deadline is None else deadline - time.monotonic()
@@ -265,10 +268,16 @@ def _run_local(
         for proc, (_, receive) in running.items():
             _stop(proc)
             receive.close()
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
     return failed
 
 
 _STOP_GRACE_S = 10.0
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _local_cell(fn: Callable[..., dict[str, Any]], call: tuple[Any, ...], send: Any) -> None:

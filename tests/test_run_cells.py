@@ -123,3 +123,37 @@ def test_local_pool_reports_a_dead_worker_and_stops_one_that_ignores_sigterm(
     assert failed == 1 and saved == [{"kind": "ok"}]
     assert "cell dies failed: its worker process died (exit code 9) before returning" in out
     assert "time limit reached: 1 cells stopped unfinished" in out
+
+
+DRIVER = """
+import os, sys, time
+sys.path.insert(0, {benchmarks!r})
+import cells
+
+def cell(x):
+    open(os.path.join({tmp!r}, f"worker_{{os.getpid()}}"), "w").close()
+    time.sleep(600)
+    return {{}}
+
+cells.run_pool(cell, [(1,), (2,)], 2, save=lambda call, r: None)
+"""
+
+
+def test_sigterm_to_the_driver_stops_its_workers(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    code = DRIVER.format(benchmarks=str(Path(__file__).resolve().parents[1] / "benchmarks"), tmp=str(tmp_path))
+    driver = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(tmp_path.glob("worker_*"))) < 2:
+        time.sleep(0.05)
+    workers = [int(p.name.split("_")[1]) for p in tmp_path.glob("worker_*")]
+    assert len(workers) == 2
+    driver.send_signal(signal.SIGTERM)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 143, stderr
+    for pid in workers:  # gone, not left training as orphans
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
