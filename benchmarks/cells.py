@@ -265,8 +265,8 @@ def _run_local(
                     failed += 1
                     print(f"cell {describe(call)} failed: {value}", flush=True)
     finally:
-        for proc, (_, receive) in running.items():
-            _stop(proc)
+        _stop(*running)
+        for _, receive in running.values():
             receive.close()
         if sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
@@ -296,15 +296,19 @@ def _local_cell(fn: Callable[..., dict[str, Any]], call: tuple[Any, ...], send: 
     send.close()
 
 
-def _stop(proc: Any) -> None:
-    """End a worker process: SIGTERM, then SIGKILL after a grace period (a SIGTERM that lands
-    between fork and the child's own signal setup can be lost)."""
-    if proc.is_alive():
+def _stop(*procs: Any) -> None:
+    """End worker processes: SIGTERM to each, then SIGKILL to those still alive after one grace
+    period (a SIGTERM that lands between fork and the child's own signal setup can be lost)."""
+    alive = [p for p in procs if p.is_alive()]
+    for proc in alive:
         proc.terminate()
-        proc.join(_STOP_GRACE_S)
-    if proc.is_alive():
-        proc.kill()
-    proc.join()
+    deadline = time.monotonic() + _STOP_GRACE_S
+    for proc in alive:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
 
 
 def _ray_cell(fn: Callable[..., dict[str, Any]], call: tuple[Any, ...], threads: int) -> dict[str, Any]:
