@@ -14,7 +14,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,14 +175,16 @@ def run_pool(
     if not calls:
         return 0
     if backend is not None:
-        return _run_ray(fn, calls, backend, time_limit_s, describe, save)
+        with _sigterm_handler():  # ray.init installs its own, which must not outlive the run
+            return _run_ray(fn, calls, backend, time_limit_s, describe, save)
     if jobs <= 1 and time_limit_s is None:
         one_thread()  # cells always train on one thread, so their train times compare across --jobs
         for call in calls:
             save(call, fn(*call))
         return 0
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
-    return _run_local(fn, calls, max(1, jobs), deadline, describe, save)
+    with _sigterm_handler(_exit_on_signal):  # a SIGTERM to this driver stops its workers too
+        return _run_local(fn, calls, max(1, jobs), deadline, describe, save)
 
 
 def train_cells(
@@ -229,9 +232,6 @@ def _run_local(
     pending = list(calls)
     running: dict[Any, tuple[tuple[Any, ...], Any]] = {}  # process -> (its call, the pipe's reading end)
     failed = 0
-    sigterm = None
-    if threading.current_thread() is threading.main_thread():  # a SIGTERM to this driver stops its workers too
-        sigterm = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         while pending or running:
             left = None if deadline is None else deadline - time.monotonic()
@@ -268,8 +268,6 @@ def _run_local(
         _stop(*running)
         for _, receive in running.values():
             receive.close()
-        if sigterm is not None:
-            signal.signal(signal.SIGTERM, sigterm)
     return failed
 
 
@@ -278,6 +276,24 @@ _STOP_GRACE_S = 10.0
 
 def _exit_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _sigterm_handler(handler: Callable[[int, Any], None] | None = None) -> Iterator[None]:
+    """Within the block, SIGTERM goes to ``handler`` (if given); after it, the handler from before
+    comes back, whatever the block installed. Only the main thread can set handlers: elsewhere this
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _local_cell(fn: Callable[..., dict[str, Any]], call: tuple[Any, ...], send: Any) -> None:
@@ -348,7 +364,6 @@ def _run_ray(
 
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     _check_reachable(backend.address)
-    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with a sys.exit handler
     try:
         ray.init(address=backend.address, include_dashboard=False, runtime_env=backend.runtime_env(),
                  logging_level=logging.WARNING, configure_logging=True)  # fmt: skip
@@ -383,8 +398,6 @@ def _run_ray(
                 save(call, value)
     finally:
         ray.shutdown()
-        if sigterm is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, sigterm)
     return failed
 
 

@@ -98,7 +98,6 @@ def test_local_pool_workers_may_start_processes(load_benchmark) -> None:  # type
 
 def _stubborn_or_dying_cell(kind: str) -> dict:
     import signal
-    import time
 
     if kind == "ignores_sigterm":  # a worker that misses its SIGTERM
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
