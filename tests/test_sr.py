@@ -219,9 +219,10 @@ def test_torchrun_two_processes_gloo(demo: Path, tmp_path: Path) -> None:
     assert [r for r, _, _ in sums] == ["0", "1"] and sums[0][2] == sums[1][2]  # same weights on both ranks
 
 
-def _err(res: subprocess.CompletedProcess) -> str:
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert res.returncode == 2 and len(lines) == 1, res.stderr
+def _err(code: int, stderr: str) -> str:
+    """The one error line of a command line that exited 2 (asserted)."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, stderr
     return lines[0]
 
 
@@ -231,17 +232,15 @@ def test_bad_input_gets_one_line_and_exit_2(demo: Path, trained: Path, tmp_path:
     from usrl.sr.upscale import main as upscale
 
     def err(main: Callable[[list[str]], int], argv: list[str]) -> str:
-        code, stderr = run_main(main, argv)
-        lines = [ln for ln in stderr.splitlines() if ln.strip()]
-        assert code == 2 and len(lines) == 1, stderr
-        return lines[0]
+        return _err(*run_main(main, argv))
 
     bad = tmp_path / "bad"
     shutil.copytree(demo, bad)
     out = tmp_path / "never"
     base = ["--out", str(out), "--steps", "2", *TINY]
     # one in a real process (no traceback, no other output); the rest in this one
-    assert "no such data folder" in _err(_train(["--data", str(tmp_path / "nope"), *base], tmp_path))
+    res = _train(["--data", str(tmp_path / "nope"), *base], tmp_path)
+    assert "no such data folder" in _err(res.returncode, res.stderr)
     lr_file = next((bad / "DIV2K_train_LR_bicubic" / "X2").glob("*.png"))
     Image.new("RGB", (7, 7)).save(lr_file)
     assert "LR/HR size mismatch" in err(train, ["--data", str(bad), *base])
