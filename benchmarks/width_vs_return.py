@@ -96,7 +96,16 @@ METHODS = ["us", "us_no_distill", "us_no_sandwich", *(f"individual_{w}" for w in
 # Overrides that change only how a step's several widths learn: a method that trains one width
 # per step (individual nets, the no-sandwich ablation) is the same model with or without them.
 SANDWICH_ONLY_KEYS = frozenset(
-    {"n_widths", "distill", "distill_weight", "distill_teacher", "student_weight", "grad_clip"}
+    {
+        "n_widths",
+        "distill",
+        "distill_weight",
+        "distill_warmup",
+        "distill_teacher",
+        "student_weight",
+        "grad_clip",
+        "teacher_guard",
+    }
 )
 # overrides that leave a plain net trained at its one (full) width unchanged: an individual MLP
 # net is built at full width, so its critic is full-size whatever slim_critic says

@@ -227,11 +227,86 @@ def test_predict_bad_widths_and_bad_settings() -> None:
             m.set_width(bad)
     m.set_width(0.5)
     assert m.rollout_width == 0.5 and get_width(m.policy) == 0.5
-    for kwargs in ({"n_widths": 0}, {"distill": "mse"}, {"distill_weight": -0.1}, {"rollout_width": 2.0}):
+    for kwargs in (
+        {"n_widths": 0},
+        {"distill": "mse"},
+        {"distill_weight": -0.1},
+        {"distill_warmup": 1.5},
+        {"distill_warmup": True},
+        {"teacher_guard": "kl"},
+        {"rollout_width": 2.0},
+    ):
         with pytest.raises(ValueError):
             USPPO("MlpPolicy", "CartPole-v1", **kwargs)
     with pytest.raises(ValueError, match="width range"):
         USPPO("MlpPolicy", "CartPole-v1", policy_kwargs={"width_range": (0.6, 0.3)})
+
+
+@pytest.mark.parametrize("algo", [USA2C, USPPO])
+def test_distill_warmup_ramps_the_distillation_weight(algo: type, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``distill_warmup=0.5`` the students' distillation weight rises linearly from 0 over
+    the first half of training, then stays at ``distill_weight``; the value reaches the log."""
+    import usrl.agents.actor_critic as ac
+
+    used: list[float] = []
+    real = ac.sandwich_step
+
+    def spy(*args: object, **kwargs: object) -> object:
+        used.append(kwargs["distill_weight"])  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ac, "sandwich_step", spy)
+    extra = {"batch_size": 64, "n_epochs": 1} if algo is USPPO else {}
+    m = algo("MlpPolicy", "CartPole-v1", n_steps=64, distill_weight=0.8, distill_warmup=0.5, seed=0, **extra)
+    m.learn(256)  # four rollouts: the update after each sees 1/4, 1/2, 3/4, all of training done
+    assert sorted(set(used)) == pytest.approx([0.4, 0.8]) and used[0] == pytest.approx(0.4)
+    assert m.logger.name_to_value["train/distill_weight"] == pytest.approx(0.8)  # the last update's
+    assert m.us_settings()["distill_warmup"] == 0.5
+
+
+@pytest.mark.parametrize("algo", [USA2C, USPPO])
+def test_teacher_guard_keeps_the_students_from_lowering_the_full_widths_entropy(algo: type) -> None:
+    """With ``teacher_guard="entropy"`` the students' gradient loses its component that would lower
+    the full width's entropy: the guarded step moves the entropy no lower (to first order) than
+    the full width's own gradient alone does, the log says how often it acted, and the setting is
+    recorded and saved; without distillation there is nothing to guard."""
+    extra = {"batch_size": 64, "n_epochs": 1} if algo is USPPO else {}
+    kwargs = dict(n_steps=64, seed=0, teacher_guard="entropy", **extra)
+    m = algo("MlpPolicy", "CartPole-v1", **kwargs)
+    m.learn(128)
+    assert 0.0 <= m.logger.name_to_value["train/guard_changed"] <= 1.0
+    assert m.us_settings()["teacher_guard"] == "entropy"
+    with tempfile.TemporaryDirectory() as tmp:
+        m.save(f"{tmp}/m")
+        assert algo.load(f"{tmp}/m").teacher_guard == "entropy"
+    # one step by hand: the applied gradient against the full width's own
+    data = next(m.rollout_buffer.get(batch_size=None))
+    policy = m.policy
+    params = [p for p in policy.parameters() if p.requires_grad]
+    own = m._own_loss(data, data.advantages) if algo is USA2C else m._own_loss(data, data.advantages, 0.2, None)
+    from usrl.nn import SandwichLog
+
+    step, _ = m._sandwich_loss(data.observations, m._actions(data), own, SandwichLog())
+    entropy = step.first[0].entropy().mean()
+
+    def flat(t: torch.Tensor) -> torch.Tensor:
+        grads = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+        return torch.cat(
+            [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)]
+        )
+
+    grad_h, g_first = flat(entropy), flat(step.groups[0])
+    policy.optimizer.zero_grad()
+    m.max_grad_norm = 1e9  # no clipping: compare directions
+    m._apply_gradients(step, m.max_grad_norm, -entropy)
+    applied = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
+    assert float(-(applied - g_first) @ grad_h) >= -1e-6 * float(applied.norm() * grad_h.norm())
+    assert (
+        algo("MlpPolicy", "CartPole-v1", distill=None, **kwargs)
+        .learn(128)
+        .logger.name_to_value.get("train/guard_changed")
+        is None
+    )
 
 
 class _ConstantValuePolicy(ActorCriticPolicy):

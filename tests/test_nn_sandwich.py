@@ -10,6 +10,7 @@ from usrl.nn import (
     SandwichLog,
     USLinear,
     backward_clipped,
+    backward_guarded,
     get_width,
     make_slimmable,
     mse_distill,
@@ -241,3 +242,38 @@ def test_backward_clipped_clips_the_first_loss_by_its_norm_and_the_others_at_mos
         torch.testing.assert_close(p.grad, want, rtol=1e-5, atol=1e-12)
     with pytest.raises(ValueError, match="at least one loss"):
         backward_clipped([], params, 1.0)
+
+
+def test_backward_guarded_removes_only_the_students_component_that_raises_the_guard() -> None:
+    net, (x, y) = _net(), _batch()
+    params = list(net.parameters())
+
+    def losses() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = net(x)
+        # the "students" loss pushes every output up, the guard is the first two: they conflict
+        return F.l1_loss(out, y), -out.mean(), out[:, :2].mean()
+
+    def flat(gs: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(gs, params, strict=True)])
+
+    first, students, guard = losses()
+    g_f, g_s, g_g = (flat(torch.autograd.grad(t, params, retain_graph=True)) for t in (first, students, guard))
+    assert g_s @ g_g < 0  # descending the students' loss would raise the guard
+    net.zero_grad()
+    norms, changed = backward_guarded(*losses(), params, max_norm=1e6, joint=True)
+    got = torch.cat([p.grad.flatten() for p in params])
+    projected = g_s - (g_s @ g_g) / (g_g @ g_g) * g_g
+    torch.testing.assert_close(got, g_f + projected, rtol=1e-5, atol=1e-7)
+    assert changed and abs(float(projected @ g_g)) < 1e-5 * float(g_s.norm() * g_g.norm())
+    assert norms == [pytest.approx(float((g_f + projected).norm()), rel=1e-5)]
+    # no conflict (the guard's sign flipped): the gradients are left as they are, clipped apart as
+    # backward_clipped clips them
+    net.zero_grad()
+    first, students, guard = losses()
+    norms, changed = backward_guarded(first, students, -guard, params, max_norm=0.05, joint=False)
+    guarded = {n: p.grad.clone() for n, p in net.named_parameters()}
+    net.zero_grad()
+    first, students, _ = losses()
+    assert norms == pytest.approx(backward_clipped([first, students], params, 0.05), rel=1e-6) and not changed
+    for name, grad in _grads(net).items():
+        torch.testing.assert_close(guarded[name], grad, rtol=1e-6, atol=1e-9, msg=name)

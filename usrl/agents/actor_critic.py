@@ -31,6 +31,7 @@ from usrl.nn import SandwichLog, SandwichResult, sandwich_step, width_control
 from usrl.nn.sandwich import DistillResult
 
 DISTILL_MODES = ("kl", None)
+TEACHER_GUARDS = ("entropy", None)
 
 # (values, log_prob, entropy) of one width -> (the algorithm's loss, its named parts); values is
 # None for a width that does not learn the critic (a full-width critic learns once per minibatch)
@@ -57,6 +58,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
     """
 
     policy: USActorCriticPolicy
+    teacher_guard: str | None
     vf_coef: float
     max_grad_norm: float
     rollout_buffer: RolloutBuffer
@@ -139,7 +141,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
             None if self.distill is None else distill,
             teacher=lambda out: (detach_distribution(out[0]), None if out[1] is None else out[1].detach()),
             fixed_teacher=fixed_teacher,
-            distill_weight=self.distill_weight,
+            distill_weight=self._distill_weight_now(),
             student_weight=self.student_weight,
             sandwich=sandwich,
         )
@@ -148,7 +150,14 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
 
     def _step(self, step: SandwichResult[Any], norms: dict[str, list[float]]) -> None:
         """One optimizer step on a sandwich step's losses, keeping the gradient norms for the log."""
-        measured = self._apply_gradients(step, self.max_grad_norm)
+        guard = None
+        if self.teacher_guard == "entropy" and self.distill is not None and self.width_sampling == "sandwich":
+            entropy = step.first[0].entropy()
+            if entropy is not None:  # None: a squashed Gaussian (gSDE with squash_output), no closed form
+                guard = -entropy.mean()
+        measured, changed = self._apply_gradients(step, self.max_grad_norm, guard)
+        if guard is not None:
+            norms["guard_changed"].append(float(changed))
         keys = ("grad_norm",) if len(measured) == 1 else ("grad_norm_full_width", "grad_norm_students")
         for key, norm in zip(keys, measured, strict=True):
             norms[key].append(norm)
@@ -174,6 +183,14 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         control = width_control(teacher)
         control.width = control.high
 
+    def us_settings(self) -> dict[str, Any]:
+        return {**super().us_settings(), "teacher_guard": self.teacher_guard}
+
+    def _init_guard(self, teacher_guard: str | None) -> None:
+        if teacher_guard not in TEACHER_GUARDS:
+            raise ValueError(f"teacher_guard must be one of {TEACHER_GUARDS}, got {teacher_guard!r}")
+        self.teacher_guard = teacher_guard
+
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_rollout_teacher"]  # type: ignore[misc]
 
@@ -182,6 +199,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
             self.logger.record(key, value)
         for key, values in norms.items():
             self.logger.record(f"train/{key}", float(np.mean(values)))
+        self._record_distill_weight()
 
     def _record_common(self) -> None:
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
@@ -202,6 +220,9 @@ _US_DOC = """
         learns the algorithm's own loss.
     :param distill_weight: in [0, 1]; the other widths' loss is
         ``w * distillation + (1 - w) * their own loss``.
+    :param distill_warmup: fraction of training in [0, 1] over which ``w`` rises linearly from 0
+        to ``distill_weight``: the students learn their own loss while the full width, their
+        teacher, is still near its initialisation. ``0`` (the default): no warm-up.
     :param student_weight: > 0; each non-full width's loss is multiplied by it before the sum.
         ``None`` (the default): ``1 / (n_widths - 1)``, the students averaged, so that together
         they weigh as much as the full width (``1.0`` sums them, as the US-Nets paper does; on
@@ -217,6 +238,13 @@ _US_DOC = """
         US-Nets recipe). Measured in ``benchmarks/results/`` (``..._grad_clip-apart_...``): apart
         lifts US-PPO to its individual nets on CartPole and Acrobot, but slows US-A2C, whose
         students' KL then weighs more against its own one-step update.
+    :param teacher_guard: ``"entropy"``: the other widths' gradient loses the component that
+        would lower the full width's policy entropy (:func:`usrl.nn.backward_guarded`). The
+        students share their weights with the full width, so pulling their output toward its
+        output also pushes its output further the same way: it sharpens the teacher, which
+        collapsed US-A2C's entropy early on SB3's identity tasks
+        (``benchmarks/results/ac_sharpening.md``). ``None``: no guard. Logs
+        ``train/guard_changed``, the fraction of steps whose students' gradient it changed.
     :param rollout_width: width used to collect rollouts (default: the top of the range).
     :param width_sampling: ``"sandwich"``, or ``"random"`` (all widths of a step uniform
         random, each on its own loss: the "no sandwich rule" ablation).
@@ -273,15 +301,18 @@ class USPPO(USActorCriticMixin, PPO):
         n_widths: int = 4,
         distill: str | None = "kl",
         distill_weight: float = 1.0,
+        distill_warmup: float = 0.0,
         rollout_width: float | None = None,
         width_sampling: str = "sandwich",
         student_weight: float | None = None,
         distill_teacher: str = "online",
         grad_clip: str = "apart",
+        teacher_guard: str | None = None,
         _init_setup_model: bool = True,
     ) -> None:
+        self._init_guard(teacher_guard)
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling,
-                          student_weight, distill_teacher, ("online", "rollout"), grad_clip)  # fmt: skip
+                          student_weight, distill_teacher, ("online", "rollout"), grad_clip, distill_warmup)  # fmt: skip
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs,
             gamma=gamma, gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
@@ -417,16 +448,19 @@ class USA2C(USActorCriticMixin, A2C):
         n_widths: int = 4,
         distill: str | None = "kl",
         distill_weight: float = 1.0,
+        distill_warmup: float = 0.0,
         rollout_width: float | None = None,
         width_sampling: str = "sandwich",
         student_weight: float | None = None,
         distill_teacher: str = "online",
         grad_clip: str = "joint",
+        teacher_guard: str | None = None,
         _init_setup_model: bool = True,
     ) -> None:
+        self._init_guard(teacher_guard)
         # A2C makes one step per rollout: its online teacher is the rollout's policy already
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling,
-                          student_weight, distill_teacher, ("online",), grad_clip)  # fmt: skip
+                          student_weight, distill_teacher, ("online",), grad_clip, distill_warmup)  # fmt: skip
         super().__init__(
             policy, env, learning_rate=learning_rate, n_steps=n_steps, gamma=gamma, gae_lambda=gae_lambda,
             ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm, rms_prop_eps=rms_prop_eps,

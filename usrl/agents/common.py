@@ -14,6 +14,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from usrl.nn import (
     SandwichResult,
     backward_clipped,
+    backward_guarded,
     get_width,
     random_widths,
     sandwich_widths,
@@ -63,7 +64,7 @@ class SlimmablePolicyMixin:
 class SlimmableAlgorithmMixin:
     """Width handling of a US algorithm (put it before the SB3 class in the bases).
 
-    Holds the sandwich settings (``n_widths``, ``distill``, ``distill_weight``,
+    Holds the sandwich settings (``n_widths``, ``distill``, ``distill_weight``, ``distill_warmup``,
     ``distill_teacher``, ``student_weight``, ``width_sampling``, ``grad_clip``), a seeded generator for the
     random widths that is saved with the model, the width used to collect experience
     (``rollout_width``), ``set_width`` and ``predict(..., width=)``.
@@ -74,6 +75,7 @@ class SlimmableAlgorithmMixin:
     n_widths: int
     distill: str | None
     distill_weight: float
+    distill_warmup: float
     distill_teacher: str
     student_weight: float
     width_sampling: str
@@ -94,6 +96,7 @@ class SlimmableAlgorithmMixin:
         distill_teacher: str = "online",
         teachers: tuple[str, ...] = ("online",),
         grad_clip: str = "joint",
+        distill_warmup: float = 0.0,
     ) -> None:
         """Validate and store the sandwich settings (call before SB3's constructor)."""
         if width_sampling not in WIDTH_SAMPLINGS:
@@ -106,6 +109,10 @@ class SlimmableAlgorithmMixin:
             isinstance(distill_weight, (int, float)) and 0.0 <= distill_weight <= 1.0
         ):
             raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
+        if isinstance(distill_warmup, bool) or not (
+            isinstance(distill_warmup, (int, float)) and 0.0 <= distill_warmup <= 1.0
+        ):
+            raise ValueError(f"distill_warmup must be a fraction of training in [0, 1], got {distill_warmup!r}")
         if student_weight is None:  # the students averaged: their summed weight equals the full width's
             student_weight = 1.0 / max(1, n_widths - 1)
         if isinstance(student_weight, bool) or not (
@@ -121,6 +128,7 @@ class SlimmableAlgorithmMixin:
         self.n_widths = n_widths
         self.distill = distill
         self.distill_weight = float(distill_weight)
+        self.distill_warmup = float(distill_warmup)
         self.width_sampling = width_sampling
         self.grad_clip = grad_clip
         self.rollout_width = rollout_width
@@ -133,11 +141,26 @@ class SlimmableAlgorithmMixin:
             "n_widths": self.n_widths,
             "distill": self.distill,
             "distill_weight": self.distill_weight,
+            "distill_warmup": self.distill_warmup,
             "student_weight": self.student_weight,
             "distill_teacher": self.distill_teacher,
             "width_sampling": self.width_sampling,
             "grad_clip": self.grad_clip,
         }
+
+    def _distill_weight_now(self) -> float:
+        """``distill_weight`` at this point of training: during the first ``distill_warmup`` of
+        it the weight rises linearly from 0 (the students learn their own loss while the
+        full-width teacher is still near its initialisation), then stays at ``distill_weight``."""
+        if self.distill_warmup <= 0.0:
+            return self.distill_weight
+        done = 1.0 - float(self._current_progress_remaining)  # type: ignore[attr-defined]
+        return self.distill_weight * min(1.0, max(0.0, done) / self.distill_warmup)
+
+    def _record_distill_weight(self) -> None:
+        """Log ``train/distill_weight`` while it changes (with a warm-up)."""
+        if self.distill_warmup > 0.0 and self.distill is not None:
+            self.logger.record("train/distill_weight", self._distill_weight_now())  # type: ignore[attr-defined]
 
     def _setup_widths(self, policy_class: type) -> None:
         """Check the policy, bind the rollout width and seed the width generator (after ``_setup_model``).
@@ -178,14 +201,19 @@ class SlimmableAlgorithmMixin:
         draw = sandwich_widths if self.width_sampling == "sandwich" else random_widths
         return draw(self.n_widths, low, high, self.width_generator)
 
-    def _apply_gradients(self, step: SandwichResult[Any], max_grad_norm: float) -> list[float]:
+    def _apply_gradients(
+        self, step: SandwichResult[Any], max_grad_norm: float, guard: th.Tensor | None = None
+    ) -> tuple[list[float], bool]:
         """Backward of the step's width losses, gradient clipping, one optimizer step.
 
         ``grad_clip="joint"``: one clip over the summed widths' gradient; ``"apart"``: the full
         width's gradient clipped by its own norm, as a one-width update would be, and the other
         widths' by the same factor or by their own norm where that is smaller
         (:func:`usrl.nn.backward_clipped`; the same as ``"joint"`` for a step of one width).
-        Returns the norms before clipping (full width first). A non-finite loss raises
+        ``guard``: a quantity of the full width that the other widths' gradient must not raise
+        (:func:`usrl.nn.backward_guarded`; used in a step of several widths).
+        Returns the norms before clipping (full width first) and whether the guard changed the
+        other widths' gradient. A non-finite loss raises
         ``FloatingPointError`` before anything is changed.
         """
         total = step.total
@@ -196,10 +224,15 @@ class SlimmableAlgorithmMixin:
                 f"{self.num_timesteps} env steps"  # type: ignore[attr-defined]
             )
         self.policy.optimizer.zero_grad()
-        groups = step.groups if self.grad_clip == "apart" else [total]
-        norms = backward_clipped(groups, self.policy.parameters(), max_grad_norm)
+        if guard is not None and len(step.groups) == 2:
+            first, students = step.groups
+            joint = self.grad_clip == "joint"
+            norms, changed = backward_guarded(first, students, guard, self.policy.parameters(), max_grad_norm, joint)
+        else:
+            groups = step.groups if self.grad_clip == "apart" else [total]
+            norms, changed = backward_clipped(groups, self.policy.parameters(), max_grad_norm), False
         self.policy.optimizer.step()
-        return norms
+        return norms, changed
 
     def set_width(self, width: float) -> None:
         """Act and predict at ``width`` (also the width used while collecting experience)."""

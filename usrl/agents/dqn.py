@@ -45,6 +45,8 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         (every width learns its own TD loss).
     :param distill_weight: in [0, 1]; the other widths' loss is
         ``w * distillation + (1 - w) * their own TD loss``.
+    :param distill_warmup: fraction of training in [0, 1] over which the distillation weight
+        rises linearly from 0 to ``distill_weight`` (``0``: no warm-up, the US-Nets recipe).
     :param distill_temperature: ``T`` for ``"kl"``.
     :param distill_teacher: which full-width Q-values the other widths distil: ``"online"``,
         the Q-network's own in the same forward pass (the US-Nets definition), or ``"target"``,
@@ -112,6 +114,7 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         n_widths: int = 4,
         distill: str | None = "mse",
         distill_weight: float = 1.0,
+        distill_warmup: float = 0.0,
         distill_temperature: float = 1.0,
         distill_teacher: str = "online",
         student_weight: float = 1.0,
@@ -121,7 +124,7 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         _init_setup_model: bool = True,
     ) -> None:
         self._init_widths(n_widths, distill, DISTILL_MODES, distill_weight, rollout_width, width_sampling,
-                          student_weight, distill_teacher, TEACHERS)  # fmt: skip
+                          student_weight, distill_teacher, TEACHERS, distill_warmup=distill_warmup)  # fmt: skip
         if not (
             isinstance(distill_temperature, (int, float))
             and math.isfinite(distill_temperature)
@@ -250,7 +253,7 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
             own_loss=lambda q_all, _first: F.smooth_l1_loss(th.gather(q_all, 1, actions), td_targets),
             distill=None if self.distill is None else self._distill,
             fixed_teacher=teacher_q,
-            distill_weight=self.distill_weight,
+            distill_weight=self._distill_weight_now(),
             student_weight=self.student_weight,
             sandwich=self.width_sampling == "sandwich",
         )
@@ -304,3 +307,4 @@ class USDQN(SlimmableAlgorithmMixin, DQN):
         self.logger.record("train/loss", means.get("train/loss_full_width", means.get("train/loss_random_widths")))
         for key, value in means.items():
             self.logger.record(key, value)
+        self._record_distill_weight()

@@ -87,12 +87,14 @@ def _bool(v: Any) -> str | None:
 
 
 UNIT = _real(0.0, 1.0)
+TEACHER_GUARD = lambda v: None if v in ("entropy", None) else "must be entropy or null"  # noqa: E731
 COMMON: dict[str, Callable[[Any], str | None]] = {
     "learning_rate": _schedule(),
     "gamma": UNIT,
     "max_grad_norm": _real(0.0, low_open=True),
     "n_widths": _int(1),
     "distill_weight": UNIT,
+    "distill_warmup": UNIT,
     "student_weight": _real(0.0, low_open=True),
     "distill_teacher": lambda v: None if v in ("online", "target", "rollout") else "must be online, target or rollout",
     "n_timesteps": _int(1),
@@ -131,6 +133,7 @@ RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "ent_coef": _real(0.0),
         "vf_coef": _real(0.0),
         "target_kl": _optional(_real(0.0, low_open=True)),
+        "teacher_guard": TEACHER_GUARD,
         "sde_sample_freq": _int(-1),
     },
     "a2c": {
@@ -140,6 +143,7 @@ RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "vf_coef": _real(0.0),
         "rms_prop_eps": _real(0.0, low_open=True),
         "use_rms_prop": _bool,
+        "teacher_guard": TEACHER_GUARD,
         "normalize_advantage": _bool,
         "sde_sample_freq": _int(-1),
     },

@@ -11,7 +11,7 @@ from usrl.nn.distill import (
     soft_cross_entropy,
 )
 from usrl.nn.export import export_fixed_width
-from usrl.nn.grad import backward_clipped
+from usrl.nn.grad import backward_clipped, backward_guarded
 from usrl.nn.layers import USBatchNorm2d, USConv2d, USGroupNorm, USLinear, USWNConv2d, share_stem
 from usrl.nn.profiling import profile
 from usrl.nn.sandwich import SandwichLog, SandwichResult, WidthLoss, random_widths, sandwich_step, sandwich_widths
@@ -44,6 +44,7 @@ __all__ = [
     "WidthControl",
     "WidthLoss",
     "backward_clipped",
+    "backward_guarded",
     "bn_layers",
     "calibrate_bn",
     "check_width_range",

@@ -1,5 +1,6 @@
-"""The gradient of a sandwich step clipped so that the full width's own step is the one a
-plain one-width update would take."""
+"""The gradient of a sandwich step: clipped so that the full width's own step is the one a
+plain one-width update would take, and (optionally) guarded so that the other widths' step
+does not degrade the full width it learns from."""
 
 from __future__ import annotations
 
@@ -56,3 +57,63 @@ def backward_clipped(losses: Sequence[Tensor], parameters: Iterable[Tensor], max
         if clipped is not None:
             p.grad = clipped if p.grad is None else p.grad + clipped
     return norms
+
+
+def _dot(a: Sequence[Tensor | None], b: Sequence[Tensor | None]) -> Tensor:
+    terms = [(x * y).sum() for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    return a if b is None else (b if a is None else a + b)
+
+
+def backward_guarded(
+    first: Tensor, students: Tensor, guard: Tensor, parameters: Iterable[Tensor], max_norm: float, joint: bool
+) -> tuple[list[float], bool]:
+    """Add the gradients of a sandwich step (``first``: the full width's loss, ``students``: the
+    other widths' summed loss) into the parameters' ``.grad``, the students' gradient first
+    stripped of the part that would raise ``guard``, then clipped.
+
+    ``guard`` is a quantity of the full width that the students' step must not raise to first
+    order (US-PPO/US-A2C: minus the full width's policy entropy). Where the students' descent
+    direction ``-g_s`` has a component along ``grad(guard)``, that component is removed
+    (``g_s -= (g_s . g_g / |g_g|^2) g_g`` when ``g_s . g_g < 0``), as gradient surgery (PCGrad) does
+    between conflicting tasks; ``first``'s gradient is never changed. What it is for: the students
+    learn the full width's output through weights they share with it, and where the full width's
+    output is their own plus the rest (``T = S + R``), pulling ``S`` toward ``T`` moves ``T`` along
+    ``R``: it sharpens the teacher's policy, which on SB3's identity tasks collapsed US-A2C's
+    entropy early (``benchmarks/results/ac_sharpening.md``).
+
+    Clipping: ``joint``, one clip of the sum to ``max_norm`` (returns its norm); otherwise as
+    :func:`backward_clipped` (returns the full width's and the students' norms). The second
+    value returned says whether the students' gradient was changed.
+    """
+    params = [p for p in parameters if p.requires_grad]
+    g_first = torch.autograd.grad(first, params, retain_graph=True, allow_unused=True)
+    g_students = list(torch.autograd.grad(students, params, retain_graph=True, allow_unused=True))
+    g_guard = torch.autograd.grad(guard, params, allow_unused=True)
+    dot = _dot(g_students, g_guard)
+    projected = bool(dot < 0)
+    if projected:
+        coef = dot / _dot(g_guard, g_guard).clamp_min(1e-12)
+        g_students = [
+            s if g is None else (-coef * g if s is None else s - coef * g)
+            for s, g in zip(g_students, g_guard, strict=True)
+        ]
+    norm_first, norm_students = _norm(g_first), _norm(g_students)
+    if joint:
+        summed = [_add(a, b) for a, b in zip(g_first, g_students, strict=True)]
+        norm = _norm(summed)
+        scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        scaled, norms = [None if g is None else g * scale for g in summed], [float(norm)]
+    else:
+        lead = torch.clamp(max_norm / (norm_first + 1e-6), max=1.0)
+        follow = torch.minimum(torch.clamp(max_norm / (norm_students + 1e-6), max=1.0), lead)
+        scaled = [_add(None if a is None else a * lead, None if b is None else b * follow)
+                  for a, b in zip(g_first, g_students, strict=True)]  # fmt: skip
+        norms = [float(norm_first), float(norm_students)]
+    for p, g in zip(params, scaled, strict=True):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+    return norms, projected
