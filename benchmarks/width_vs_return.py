@@ -107,6 +107,8 @@ SANDWICH_ONLY_KEYS = frozenset(
         "teacher_guard",
     }
 )
+# sandwich settings added after cells began recording theirs: what a cell without the key trained with
+SETTINGS_BEFORE_RECORDED: dict[str, Any] = {"distill_warmup": 0.0, "teacher_guard": None}
 # overrides that leave a plain net trained at its one (full) width unchanged: an individual MLP
 # net is built at full width, so its critic is full-size whatever slim_critic says
 INDIVIDUAL_SAME_KEYS = SANDWICH_ONLY_KEYS | {"policy_kwargs.slim_critic"}
@@ -491,6 +493,7 @@ def stale_cells(task: str, algo: str, params: dict[str, Any] | None, cells: list
         recorded = cell.get("settings")
         if recorded is None:
             continue
+        recorded = {**SETTINGS_BEFORE_RECORDED, **recorded}
         method = cell["method"]
         if method not in expected:
             expected[method] = expected_settings(task, algo, method, cell_params(method, params))

@@ -64,6 +64,15 @@ def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path, capsys) -> None:  
     err = capsys.readouterr().err
     assert "1 cells were trained with other settings" in err and "us seed 1: grad_clip='joint' (now 'apart')" in err
     assert (tmp_path / "tiny_ppo.md").read_text() == report
+    # a cell recorded before a setting existed trained with what SETTINGS_BEFORE_RECORDED says
+    us["settings"]["grad_clip"] = "apart"
+    del us["settings"]["teacher_guard"]
+    (cells / "us_s1.json").write_text(json.dumps(us))
+    assert wvr.main(args) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(wvr.SETTINGS_BEFORE_RECORDED, "teacher_guard", "entropy")
+        assert wvr.main(args) == 2
+    assert "us seed 1: teacher_guard='entropy' (now None)" in capsys.readouterr().err
 
 
 def test_tiny_preset_best_checkpoint_selection(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
