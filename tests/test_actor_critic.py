@@ -2,6 +2,7 @@
 save/load, bad widths, drop-in use in plain SB3, the CLI and the sweep."""
 
 import json
+from collections import defaultdict
 import subprocess
 import sys
 import tempfile
@@ -286,8 +287,12 @@ def test_teacher_guard_keeps_the_students_from_lowering_the_full_widths_entropy(
     own = m._own_loss(data, data.advantages) if algo is USA2C else m._own_loss(data, data.advantages, 0.2, None)
     from usrl.nn import SandwichLog
 
-    step, _ = m._sandwich_loss(data.observations, m._actions(data), own, SandwichLog())
-    entropy = step.first[0].entropy().mean()
+    step, first = m._sandwich_loss(data.observations, m._actions(data), own, SandwichLog())
+    entropy = first["teacher_entropy"]  # the full width's, kept before the other widths ran
+    with torch.no_grad():
+        m.policy.set_width(1.0)
+        fresh = policy.get_distribution(data.observations).entropy().mean()
+    torch.testing.assert_close(entropy.detach(), fresh)
 
     def flat(t: torch.Tensor) -> torch.Tensor:
         grads = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
@@ -296,9 +301,8 @@ def test_teacher_guard_keeps_the_students_from_lowering_the_full_widths_entropy(
         )
 
     grad_h, g_first = flat(entropy), flat(step.groups[0])
-    policy.optimizer.zero_grad()
     m.max_grad_norm = 1e9  # no clipping: compare directions
-    m._apply_gradients(step, m.max_grad_norm, -entropy)
+    m._step(step, first, defaultdict(list))
     applied = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
     assert float(-(applied - g_first) @ grad_h) >= -1e-6 * float(applied.norm() * grad_h.norm())
     assert (

@@ -32,6 +32,7 @@ from usrl.nn.sandwich import DistillResult
 
 DISTILL_MODES = ("kl", None)
 TEACHER_GUARDS = ("entropy", None)
+TEACHER_ENTROPY = "teacher_entropy"  # the first width's mean entropy among its own loss's parts
 
 # (values, log_prob, entropy) of one width -> (the algorithm's loss, its named parts); values is
 # None for a width that does not learn the critic (a full-width critic learns once per minibatch)
@@ -91,7 +92,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
     ) -> tuple[SandwichResult[Any], dict[str, th.Tensor]]:
         """The sandwich step of one minibatch over the step's widths (:func:`usrl.nn.sandwich_step`:
         its summed loss, split into the full width's and the others'), and the named parts of the
-        first width's own loss.
+        first width's own loss (with its mean policy entropy under ``TEACHER_ENTROPY``).
 
         A critic that does not depend on the width (``slim_critic=False``) runs once, and its
         value loss counts once, in the first width's own loss; the other widths then learn
@@ -111,9 +112,13 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
 
         def width_own_loss(out: tuple[Distribution, th.Tensor | None, th.Tensor], is_first: bool) -> th.Tensor:
             dist, values, log_prob = out
-            loss, parts = own_loss(values_once if is_first and values is None else values, log_prob, dist.entropy())
+            entropy = dist.entropy()
+            loss, parts = own_loss(values_once if is_first and values is None else values, log_prob, entropy)
             if is_first:
                 first.update(parts)
+                if entropy is not None:  # None: a squashed Gaussian (gSDE with squash_output), no closed form
+                    # kept now: the policy's distribution object is refilled by the next width's forward
+                    first[TEACHER_ENTROPY] = entropy.mean()
             return loss
 
         def distill(out: tuple[Distribution, th.Tensor | None, th.Tensor], teacher: Teacher) -> DistillResult:
@@ -148,13 +153,13 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         log.add(step)
         return step, first
 
-    def _step(self, step: SandwichResult[Any], norms: dict[str, list[float]]) -> None:
-        """One optimizer step on a sandwich step's losses, keeping the gradient norms for the log."""
+    def _step(self, step: SandwichResult[Any], first: dict[str, th.Tensor], norms: dict[str, list[float]]) -> None:
+        """One optimizer step on a sandwich step's losses (``first``: the first width's named parts,
+        from :meth:`_sandwich_loss`), keeping the gradient norms for the log."""
         guard = None
-        if self.teacher_guard == "entropy" and self.distill is not None and self.width_sampling == "sandwich":
-            entropy = step.first[0].entropy()
-            if entropy is not None:  # None: a squashed Gaussian (gSDE with squash_output), no closed form
-                guard = -entropy.mean()
+        guarding = self.teacher_guard == "entropy" and self.distill is not None and self.width_sampling == "sandwich"
+        if guarding and TEACHER_ENTROPY in first:
+            guard = -first[TEACHER_ENTROPY]
         measured, changed = self._apply_gradients(step, self.max_grad_norm, guard)
         if guard is not None:
             norms["guard_changed"].append(float(changed))
@@ -391,7 +396,7 @@ class USPPO(USActorCriticMixin, PPO):
                         if self.verbose >= 1:
                             print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                         break
-                    self._step(step, norms)
+                    self._step(step, first, norms)
                 self._n_updates += 1
                 if not continue_training:
                     break
@@ -508,7 +513,7 @@ class USA2C(USActorCriticMixin, A2C):
 
                 own_loss = self._own_loss(data, advantages)
                 step, first = self._sandwich_loss(data.observations, self._actions(data), own_loss, log)
-                self._step(step, norms)
+                self._step(step, first, norms)
         finally:
             self._restore_rollout_width()
 
