@@ -75,7 +75,9 @@ class SandwichResult(Generic[Output]):
     """The outcome of :func:`sandwich_step`.
 
     ``total`` is the summed loss to call ``backward`` on once (``None`` when the step ran a
-    backward per width); ``first`` is the first width's output (the teacher's, in a sandwich).
+    backward per width); ``first`` is the first width's output (the teacher's, in a sandwich):
+    an object the model refills in place (an SB3 policy's ``Distribution``) holds the last
+    width's by now, so take what is needed of it in ``own_loss`` or ``teacher``.
     ``groups`` splits ``total`` into the losses a trainer may clip apart
     (:func:`usrl.nn.backward_clipped`): in a sandwich of several widths the first width's loss
     and the other widths' weighted sum; otherwise ``[total]`` (empty with a backward per width).
