@@ -107,6 +107,8 @@ SANDWICH_ONLY_KEYS = frozenset(
         "teacher_guard",
     }
 )
+# overrides of how the students distil: a model trained without distillation is the same without them
+DISTILL_ONLY_KEYS = frozenset({"distill_weight", "distill_warmup", "distill_teacher", "teacher_guard"})
 # sandwich settings added after cells began recording theirs: what a cell without the key trained with
 SETTINGS_BEFORE_RECORDED: dict[str, Any] = {"distill_warmup": 0.0, "teacher_guard": None}
 # overrides that leave a plain net trained at its one (full) width unchanged: an individual MLP
@@ -229,7 +231,7 @@ def cell_params(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """The overrides that define a method's cell: those that change its model. A one-width-per-step
     method drops the others, so its cell is shared with every variant that differs only in them
     (the preset's folder when none is left), not retrained."""
-    unchanged = {"us_no_sandwich": SANDWICH_ONLY_KEYS}.get(
+    unchanged = {"us_no_sandwich": SANDWICH_ONLY_KEYS, "us_no_distill": DISTILL_ONLY_KEYS}.get(
         method, INDIVIDUAL_SAME_KEYS if method.startswith("individual_") else frozenset()
     )
     return {k: v for k, v in (params or {}).items() if k not in unchanged}
@@ -498,7 +500,11 @@ def stale_cells(task: str, algo: str, params: dict[str, Any] | None, cells: list
         if method not in expected:
             expected[method] = expected_settings(task, algo, method, cell_params(method, params))
         # a method that steps one width at a time is the same model whatever its sandwich settings
-        ignored = SANDWICH_ONLY_KEYS if method == "us_no_sandwich" or method.startswith("individual_") else ()
+        ignored: frozenset[str] = frozenset()
+        if method == "us_no_sandwich" or method.startswith("individual_"):
+            ignored = SANDWICH_ONLY_KEYS
+        elif method == "us_no_distill":
+            ignored = DISTILL_ONLY_KEYS
         diff = {
             k: (v, expected[method].get(k))
             for k, v in recorded.items()

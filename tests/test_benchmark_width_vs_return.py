@@ -195,6 +195,10 @@ def test_sandwich_only_overrides_share_the_one_width_cells(load_benchmark, tmp_p
     assert wvr.cell_params("individual_0.5", slim) == {} and wvr.cell_params("us_no_sandwich", slim) == slim
     # a one-width method keeps only the overrides that change its model
     assert wvr.cell_params("us_no_sandwich", {**slim, "student_weight": 0.5}) == slim
+    # the no-distillation ablation is the same model whatever the distillation settings say
+    distilling = {"distill_weight": 0.5, "distill_warmup": 0.2, "teacher_guard": "entropy", "student_weight": 0.5}
+    assert wvr.cell_params("us_no_distill", distilling) == {"student_weight": 0.5}
+    assert wvr.cell_params("us", distilling) == distilling
     # an override that changes every model keeps every method's cells apart
     assert wvr.main([*args[:-2], "--methods", "individual_1.0", "--out", str(tmp_path), "-params", "gamma:0.9"]) == 0
     assert (tmp_path / "cells" / "tiny_gamma-0.9" / "individual_1.0_s0.json").is_file()
