@@ -23,6 +23,7 @@ resumes), one thread. Results: benchmarks/results/ac_sharpening.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -98,7 +99,7 @@ def run_one(case: str, overrides: dict[str, Any] | None, seed: int) -> dict[str,
     _, env_name, budget, kwargs = CASES[case]
     env = make_env(env_name)
     model = (A2C if overrides is None else USA2C)("MlpPolicy", env, seed=seed, **kwargs, **(overrides or {}))
-    space = env.observation_space
+    space = copy.deepcopy(env.observation_space)  # the identity envs draw their states from it: leave it alone
     space.seed(0)
     probes, _ = model.policy.obs_to_tensor(np.stack([space.sample() for _ in range(PROBES)]))
 
