@@ -71,10 +71,11 @@ def measure(model: Any, probes: Any) -> dict[str, float]:
     if control is None or model.distill is None:
         return row
     grad_h = _flat(th.autograd.grad(entropy, params, allow_unused=True), params)
-    th_state, gen_state = th.get_rng_state(), model.width_generator.get_state()
-    data = next(model.rollout_buffer.get(batch_size=None))
+    np_state, th_state, gen_state = np.random.get_state(), th.get_rng_state(), model.width_generator.get_state()
+    data = next(model.rollout_buffer.get(batch_size=None))  # draws a permutation from numpy's generator
     step, _ = model._sandwich_loss(data.observations, model._actions(data), model._own_loss(data, data.advantages),
                                    SandwichLog())  # fmt: skip
+    np.random.set_state(np_state)
     th.set_rng_state(th_state)
     model.width_generator.set_state(gen_state)
     control.width = model.rollout_width

@@ -189,6 +189,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         control.width = control.high
 
     def us_settings(self) -> dict[str, Any]:
+        """The sandwich settings (:meth:`SlimmableAlgorithmMixin.us_settings`) and ``teacher_guard``."""
         return {**super().us_settings(), "teacher_guard": self.teacher_guard}
 
     def _init_guard(self, teacher_guard: str | None) -> None:
