@@ -2,11 +2,11 @@
 save/load, bad widths, drop-in use in plain SB3, the CLI and the sweep."""
 
 import json
-from collections import defaultdict
 import subprocess
 import sys
 import tempfile
 import textwrap
+from collections import defaultdict
 from pathlib import Path
 
 import gymnasium as gym
