@@ -9,7 +9,8 @@ run (random states put back):
   the observation space;
 - ``dH_students`` / ``dH_full``: the first-order change of ``H`` per unit step along the
   descent direction of the students' (other widths') gradient and of the full width's own
-  gradient on the rollout just collected (``-g . grad H``, before clipping and the optimizer).
+  gradient on the rollout just collected (``-g . grad H``, before clipping, the optimizer and
+  ``teacher_guard``).
 
 A negative ``dH_students`` means the students' step, through the weights they share with the
 full width, makes the full width's policy more deterministic: their KL pulls their output ``S``
@@ -135,10 +136,10 @@ def summarise(runs: dict[str, Any], case: str, budget: int) -> list[str]:
         early = [r for r in rows if r["step"] <= budget / 4]
         late = [r for k in keys for r in runs[k]["rows"][-1:]]
         h = f"{np.median([r['H'] for r in early]):.2f} | {np.median([r['H'] for r in late]):.2f}"
-        first_half = [r for r in early if "dH_students" in r]
-        if first_half:
-            ds = [r["dH_students"] for r in first_half]
-            df = [r["dH_full"] for r in first_half]
+        measured = [r for r in early if "dH_students" in r]
+        if measured:
+            ds = [r["dH_students"] for r in measured]
+            df = [r["dH_full"] for r in measured]
             d = f"{np.median(ds):+.3f} | {np.median(df):+.3f} | {np.mean(np.array(ds) < 0):.0%}"
         else:
             d = "- | - | -"
@@ -174,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{EVAL_EPISODES} episodes. `H`: the full width's mean entropy on {PROBES} fixed observations, median over "
         f"seeds and measurements (every {MEASURE_EVERY} rollouts) in the first quarter of training, and at the last "
         "measurement. `dH`: first-order change of `H` along the students' / the full width's descent direction "
-        "(per unit step, before clipping and RMSprop), median over the first quarter; `dH_s < 0`: how often the "
-        "students' step lowered the full width's entropy.",
+        "(per unit step, before clipping, RMSprop and the guard), median over the first quarter; `dH_s < 0`: how "
+        "often the students' step would lower the full width's entropy.",
         "",
         "| case | variant | passes | mean reward | H early | H late | dH students | dH full | dH_s < 0 |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
