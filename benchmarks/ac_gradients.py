@@ -29,10 +29,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # every variant spells out what it tests, so that changing a default does not change a variant
@@ -115,10 +117,28 @@ def measure(model: Any) -> dict[str, float]:
     return out
 
 
+class RolloutMeasure(BaseCallback):
+    """Calls ``measure()`` after the 1st rollout and every ``every``-th after it, keeping
+    ``{"step": env steps so far, **measure()}`` in ``rows``."""
+
+    def __init__(self, measure: Callable[[], dict[str, float]], every: int) -> None:
+        super().__init__()
+        self.measure, self.every = measure, every
+        self.rows: list[dict[str, float]] = []
+        self.rollouts = 0
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.rollouts += 1
+        if self.rollouts % self.every == 1:
+            self.rows.append({"step": self.num_timesteps, **self.measure()})
+
+
 def run_one(task: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
     """Train one US-PPO cell of ``task`` with ``overrides``, measuring every few rollouts."""
     import torch as th
-    from stable_baselines3.common.callbacks import BaseCallback
 
     from usrl import USPPO
     from usrl.envs import make_vec_env, resolve_env
@@ -135,19 +155,7 @@ def run_one(task: str, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
     env = make_vec_env(spec, n_envs=int(hp.get("n_envs", 1)), seed=seed)
     model = USPPO(hp.get("policy", "MlpPolicy"), env, seed=seed, device="cpu", **to_model_kwargs(hp))
 
-    class Measure(BaseCallback):
-        rows: list[dict[str, float]] = []
-        rollouts = 0
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:
-            self.rollouts += 1
-            if self.rollouts % MEASURE_EVERY == 1:
-                self.rows.append({"step": self.num_timesteps, **measure(model)})
-
-    callback = Measure()
+    callback = RolloutMeasure(lambda: measure(model), MEASURE_EVERY)
     t0 = time.perf_counter()
     model.learn(cfg["steps"], callback=callback)
     seconds = time.perf_counter() - t0

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ac_gradients import RolloutMeasure  # noqa: E402
 from cells import parse_seeds, seeds_label  # noqa: E402
 from sb3_identity import CASES, EVAL_EPISODES, THRESHOLD, make_env  # noqa: E402
 
@@ -92,7 +93,6 @@ def run_one(case: str, overrides: dict[str, Any] | None, seed: int) -> dict[str,
     """Train one case at one seed, measuring every few rollouts; the final mean reward too."""
     import torch as th
     from stable_baselines3 import A2C
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.evaluation import evaluate_policy
 
     from usrl import USA2C
@@ -105,19 +105,7 @@ def run_one(case: str, overrides: dict[str, Any] | None, seed: int) -> dict[str,
     space.seed(0)
     probes, _ = model.policy.obs_to_tensor(np.stack([space.sample() for _ in range(PROBES)]))
 
-    class Measure(BaseCallback):
-        rows: list[dict[str, float]] = []
-        rollouts = 0
-
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:
-            self.rollouts += 1
-            if self.rollouts % MEASURE_EVERY == 1:
-                self.rows.append({"step": self.num_timesteps, **measure(model, probes)})
-
-    callback = Measure()
+    callback = RolloutMeasure(lambda: measure(model, probes), MEASURE_EVERY)
     model.learn(budget, callback=callback)
     reward, _ = evaluate_policy(model, env, n_eval_episodes=EVAL_EPISODES, warn=False)
     return {"rows": callback.rows, "reward": float(reward)}

@@ -37,19 +37,30 @@ def backward_clipped(losses: Sequence[Tensor], parameters: Iterable[Tensor], max
     if len(losses) == 1:
         losses[0].backward()
         return [float(torch.nn.utils.clip_grad_norm_(params, max_norm))]
+    grads = (
+        torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, allow_unused=True)
+        for i, loss in enumerate(losses)
+    )  # one loss's gradient at a time
+    return _add_clipped_apart(grads, params, max_norm)
+
+
+def _add_clipped_apart(
+    grads: Iterable[Sequence[Tensor | None]], params: Sequence[Tensor], max_norm: float
+) -> list[float]:
+    """Add gradients (one sequence per loss, the first width's first) into the parameters' ``.grad``,
+    clipped as :func:`backward_clipped` says; returns each gradient's norm before clipping."""
     norms: list[float] = []
     summed: list[Tensor | None] = [None] * len(params)
     leader = torch.ones(())
-    for i, loss in enumerate(losses):
-        grads = torch.autograd.grad(loss, params, retain_graph=i < len(losses) - 1, allow_unused=True)
-        norm = _norm(grads)
+    for i, loss_grads in enumerate(grads):
+        norm = _norm(loss_grads)
         norms.append(float(norm))
         scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         if i == 0:
             leader = scale
         else:
             scale = torch.minimum(scale, leader)
-        for j, g in enumerate(grads):
+        for j, g in enumerate(loss_grads):
             if g is not None:
                 prev = summed[j]
                 summed[j] = g * scale if prev is None else prev + g * scale
@@ -91,29 +102,17 @@ def backward_guarded(
     """
     params = [p for p in parameters if p.requires_grad]
     g_first = torch.autograd.grad(first, params, retain_graph=True, allow_unused=True)
-    g_students = list(torch.autograd.grad(students, params, retain_graph=True, allow_unused=True))
+    g_students: list[Tensor | None] = list(torch.autograd.grad(students, params, retain_graph=True, allow_unused=True))
     g_guard = torch.autograd.grad(guard, params, allow_unused=True)
     dot = _dot(g_students, g_guard)
     projected = bool(dot < 0)
     if projected:
         coef = dot / _dot(g_guard, g_guard).clamp_min(1e-12)
-        g_students = [
-            s if g is None else (-coef * g if s is None else s - coef * g)
-            for s, g in zip(g_students, g_guard, strict=True)
-        ]
-    norm_first, norm_students = _norm(g_first), _norm(g_students)
-    if joint:
-        summed = [_add(a, b) for a, b in zip(g_first, g_students, strict=True)]
-        norm = _norm(summed)
-        scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        scaled, norms = [None if g is None else g * scale for g in summed], [float(norm)]
-    else:
-        lead = torch.clamp(max_norm / (norm_first + 1e-6), max=1.0)
-        follow = torch.minimum(torch.clamp(max_norm / (norm_students + 1e-6), max=1.0), lead)
-        scaled = [_add(None if a is None else a * lead, None if b is None else b * follow)
-                  for a, b in zip(g_first, g_students, strict=True)]  # fmt: skip
-        norms = [float(norm_first), float(norm_students)]
-    for p, g in zip(params, scaled, strict=True):
+        g_students = [_add(s, None if g is None else -coef * g) for s, g in zip(g_students, g_guard, strict=True)]
+    if not joint:
+        return _add_clipped_apart([g_first, g_students], params, max_norm), projected
+    for p, a, b in zip(params, g_first, g_students, strict=True):
+        g = _add(a, b)
         if g is not None:
             p.grad = g if p.grad is None else p.grad + g
-    return norms, projected
+    return [float(torch.nn.utils.clip_grad_norm_(params, max_norm))], projected
