@@ -227,13 +227,18 @@ def method_kwargs(method: str, hp: dict[str, Any], grid: float) -> tuple[dict[st
     return kwargs, [float(x) for x in np.round(np.arange(low, high + 1e-9, grid), 6)]
 
 
+def same_model_keys(method: str) -> frozenset[str]:
+    """The overrides and settings that leave a method's model as it is (it does not use them)."""
+    if method.startswith("individual_"):
+        return INDIVIDUAL_SAME_KEYS
+    return {"us_no_sandwich": SANDWICH_ONLY_KEYS, "us_no_distill": DISTILL_ONLY_KEYS}.get(method, frozenset())
+
+
 def cell_params(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """The overrides that define a method's cell: those that change its model. A one-width-per-step
     method drops the others, so its cell is shared with every variant that differs only in them
     (the preset's folder when none is left), not retrained."""
-    unchanged = {"us_no_sandwich": SANDWICH_ONLY_KEYS, "us_no_distill": DISTILL_ONLY_KEYS}.get(
-        method, INDIVIDUAL_SAME_KEYS if method.startswith("individual_") else frozenset()
-    )
+    unchanged = same_model_keys(method)
     return {k: v for k, v in (params or {}).items() if k not in unchanged}
 
 
@@ -499,12 +504,7 @@ def stale_cells(task: str, algo: str, params: dict[str, Any] | None, cells: list
         method = cell["method"]
         if method not in expected:
             expected[method] = expected_settings(task, algo, method, cell_params(method, params))
-        # a method that steps one width at a time is the same model whatever its sandwich settings
-        ignored: frozenset[str] = frozenset()
-        if method == "us_no_sandwich" or method.startswith("individual_"):
-            ignored = SANDWICH_ONLY_KEYS
-        elif method == "us_no_distill":
-            ignored = DISTILL_ONLY_KEYS
+        ignored = same_model_keys(method)
         diff = {
             k: (v, expected[method].get(k))
             for k, v in recorded.items()
