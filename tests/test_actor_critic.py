@@ -313,6 +313,49 @@ def test_teacher_guard_keeps_the_students_from_lowering_the_full_widths_entropy(
     )
 
 
+@pytest.mark.parametrize(("algo", "env_id"), [(USA2C, "Pendulum-v1"), (USPPO, "CartPole-v1")])
+def test_drift_guard_keeps_the_full_width_from_moving_away_from_the_students(algo: type, env_id: str) -> None:
+    """With ``teacher_guard="drift"`` the guarded quantity is the full width's distribution outputs
+    (Gaussian means, categorical log-probabilities) dotted with their distance from the students'
+    mean outputs, and the students' applied gradient does not raise it to first order; Gaussian
+    actions, which the entropy guard leaves alone, are guarded too."""
+    extra = {"batch_size": 64, "n_epochs": 1} if algo is USPPO else {}
+    m = algo("MlpPolicy", env_id, n_steps=64, seed=0, teacher_guard="drift", **extra)
+    m.learn(128)
+    assert 0.0 <= m.logger.name_to_value["train/guard_changed"] <= 1.0
+    data = next(m.rollout_buffer.get(batch_size=None))
+    policy = m.policy
+    params = [p for p in policy.parameters() if p.requires_grad]
+    own = m._own_loss(data, data.advantages) if algo is USA2C else m._own_loss(data, data.advantages, 0.2, None)
+    from usrl.agents.ac_policies import distribution_outputs
+    from usrl.nn import SandwichLog
+
+    step, first = m._sandwich_loss(data.observations, m._actions(data), own, SandwichLog())
+    with torch.no_grad():
+        students = []
+        for w in step.widths[1:]:
+            m.policy.set_width(w.width)
+            students.append(distribution_outputs(policy.get_distribution(data.observations)))
+        m.policy.set_width(1.0)
+        teacher = distribution_outputs(policy.get_distribution(data.observations))
+    expected = (teacher * (teacher - torch.stack(students).mean(0))).sum(1).mean()
+    torch.testing.assert_close(first["guard"].detach(), expected)
+    assert teacher.shape[1] == (1 if env_id == "Pendulum-v1" else 2)
+
+    def flat(t: torch.Tensor) -> torch.Tensor:
+        grads = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+        return torch.cat(
+            [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)]
+        )
+
+    grad_guard, g_first = flat(first["guard"]), flat(step.groups[0])
+    m.max_grad_norm = 1e9  # no clipping: compare directions
+    m._step(step, first, defaultdict(list))
+    applied = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
+    # descending along the students' part must not raise the guard: (g_applied - g_first) . grad_guard >= 0
+    assert float((applied - g_first) @ grad_guard) >= -1e-6 * float(applied.norm() * grad_guard.norm())
+
+
 class _ConstantValuePolicy(ActorCriticPolicy):
     """A user's own SB3 policy (not slimmable), as in SB3's GAE tests."""
 

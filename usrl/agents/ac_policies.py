@@ -276,6 +276,23 @@ def _parts(d: Distribution) -> list[th.distributions.Distribution]:
     return list(inner) if isinstance(inner, list) else [inner]
 
 
+def distribution_outputs(d: Distribution) -> th.Tensor:
+    """The outputs of the policy that parametrise an SB3 action distribution, one row per sample
+    (shape ``(batch, k)``): a Gaussian's means, a categorical's normalised log-probabilities, a
+    Bernoulli's logits, the parts of a multi-part distribution side by side. The state-independent
+    ``log_std`` is not among them. Used to guard the teacher (``teacher_guard="drift"``)."""
+    rows = []
+    for part in _parts(d):
+        if isinstance(part, Normal):
+            out = part.loc
+        elif isinstance(part, (Categorical, Bernoulli)):
+            out = part.logits
+        else:
+            raise TypeError(f"cannot guard a {type(part).__name__} action distribution")
+        rows.append(out.reshape(out.shape[0], -1))
+    return th.cat(rows, dim=1)
+
+
 def detach_distribution(d: Distribution) -> list[th.distributions.Distribution]:
     """The torch distributions behind an SB3 action distribution, cut from the graph (a teacher)."""
     return [_detached(part) for part in _parts(d)]

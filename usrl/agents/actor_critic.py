@@ -25,14 +25,17 @@ from usrl.agents.ac_policies import (
     USMultiInputActorCriticPolicy,
     detach_distribution,
     distill_loss,
+    distribution_outputs,
 )
 from usrl.agents.common import SlimmableAlgorithmMixin
 from usrl.nn import SandwichLog, SandwichResult, sandwich_step, width_control
 from usrl.nn.sandwich import DistillResult
 
 DISTILL_MODES = ("kl", None)
-TEACHER_GUARDS = ("entropy", None)
+TEACHER_GUARDS = ("entropy", "drift", None)
 TEACHER_ENTROPY = "teacher_entropy"  # the first width's mean entropy among its own loss's parts
+TEACHER_OUTPUT = "teacher_output"  # the first width's distribution outputs, while the step runs
+GUARD = "guard"  # the quantity of the full width that the students' step must not raise
 
 # (values, log_prob, entropy) of one width -> (the algorithm's loss, its named parts); values is
 # None for a width that does not learn the critic (a full-width critic learns once per minibatch)
@@ -92,7 +95,8 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
     ) -> tuple[SandwichResult[Any], dict[str, th.Tensor]]:
         """The sandwich step of one minibatch over the step's widths (:func:`usrl.nn.sandwich_step`:
         its summed loss, split into the full width's and the others'), and the named parts of the
-        first width's own loss (with its mean policy entropy under ``TEACHER_ENTROPY``).
+        first width's own loss (with its mean policy entropy under ``TEACHER_ENTROPY``, and under
+        ``GUARD`` the quantity ``teacher_guard`` keeps the students' gradient from raising).
 
         A critic that does not depend on the width (``slim_critic=False``) runs once, and its
         value loss counts once, in the first width's own loss; the other widths then learn
@@ -101,6 +105,8 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         first: dict[str, th.Tensor] = {}
         policy = self.policy
         critic_slims = policy.critic_slims
+        guard = self.teacher_guard if self.distill is not None and self.width_sampling == "sandwich" else None
+        students_out: list[th.Tensor] = []
         values_once = None if critic_slims else policy.predict_values(observations).flatten()
 
         def forward(_learns_own: bool) -> tuple[Distribution, th.Tensor | None, th.Tensor]:
@@ -119,9 +125,13 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
                 if entropy is not None:  # None: a squashed Gaussian (gSDE with squash_output), no closed form
                     # kept now: the policy's distribution object is refilled by the next width's forward
                     first[TEACHER_ENTROPY] = entropy.mean()
+                if guard == "drift":
+                    first[TEACHER_OUTPUT] = distribution_outputs(dist)
             return loss
 
         def distill(out: tuple[Distribution, th.Tensor | None, th.Tensor], teacher: Teacher) -> DistillResult:
+            if guard == "drift":
+                students_out.append(distribution_outputs(out[0]).detach())
             kl = distill_loss(teacher[0], out[0]).mean()
             if out[1] is None or teacher[1] is None:
                 return kl, {"kl": kl}
@@ -151,15 +161,19 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
             sandwich=sandwich,
         )
         log.add(step)
+        teacher_out = first.pop(TEACHER_OUTPUT, None)
+        if guard == "entropy" and TEACHER_ENTROPY in first:
+            first[GUARD] = -first[TEACHER_ENTROPY]
+        elif teacher_out is not None and students_out:
+            # raised, to first order, by the full width's outputs moving away from the students' mean
+            apart = teacher_out.detach() - th.stack(students_out).mean(0)
+            first[GUARD] = (teacher_out * apart).sum(1).mean()
         return step, first
 
     def _step(self, step: SandwichResult[Any], first: dict[str, th.Tensor], norms: dict[str, list[float]]) -> None:
         """One optimizer step on a sandwich step's losses (``first``: the first width's named parts,
         from :meth:`_sandwich_loss`), keeping the gradient norms for the log."""
-        guard = None
-        guarding = self.teacher_guard == "entropy" and self.distill is not None and self.width_sampling == "sandwich"
-        if guarding and TEACHER_ENTROPY in first:
-            guard = -first[TEACHER_ENTROPY]
+        guard = first.get(GUARD)
         measured, changed = self._apply_gradients(step, self.max_grad_norm, guard)
         if guard is not None:
             norms["guard_changed"].append(float(changed))
@@ -249,8 +263,13 @@ _US_DOC = """
         students share their weights with the full width, so pulling their output toward its
         output also pushes its output further the same way: it sharpens the teacher, which
         collapsed US-A2C's entropy early on SB3's identity tasks
-        (``benchmarks/results/ac_sharpening.md``). ``None``: no guard. Logs
-        ``train/guard_changed``, the fraction of steps whose students' gradient it changed.
+        (``benchmarks/results/ac_sharpening.md``). ``"drift"``: the other widths' gradient loses
+        the component that would move the full width's distribution outputs (action means,
+        log-probabilities, logits: :func:`~usrl.agents.ac_policies.distribution_outputs`) further
+        from the students' mean outputs, the same pull seen on any action distribution, Gaussian
+        ones included (whose entropy, the shared ``log_std``, the students never move). ``None``:
+        no guard. Logs ``train/guard_changed``, the fraction of steps whose students' gradient it
+        changed.
     :param rollout_width: width used to collect rollouts (default: the top of the range).
     :param width_sampling: ``"sandwich"``, or ``"random"`` (all widths of a step uniform
         random, each on its own loss: the "no sandwich rule" ablation).

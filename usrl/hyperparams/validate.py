@@ -87,7 +87,7 @@ def _bool(v: Any) -> str | None:
 
 
 UNIT = _real(0.0, 1.0)
-TEACHER_GUARD = lambda v: None if v in ("entropy", None) else "must be entropy or null"  # noqa: E731
+TEACHER_GUARD = lambda v: None if v in ("entropy", "drift", None) else "must be entropy, drift or null"  # noqa: E731
 COMMON: dict[str, Callable[[Any], str | None]] = {
     "learning_rate": _schedule(),
     "gamma": UNIT,
