@@ -15,7 +15,8 @@ run (random states put back):
 A negative ``dH_students`` means the students' step, through the weights they share with the
 full width, makes the full width's policy more deterministic: their KL pulls their output ``S``
 toward the full width's ``T = S + R``, which moves ``T`` along ``R``. ``teacher_guard="entropy"``
-removes that component (:func:`usrl.nn.backward_guarded`). Runs are cached in a JSON file (rerun
+removes that component (:func:`usrl.nn.backward_guarded`); ``teacher_guard="drift"`` removes the
+component that moves the full width's outputs further from the students'. Runs are cached in a JSON file (rerun
 resumes), one thread. Results: benchmarks/results/ac_sharpening.md.
 
     python benchmarks/ac_sharpening.py --seeds 0-9
@@ -44,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "US-A2C": {},
     "US-A2C, distill=None": {"distill": None},
     "US-A2C, teacher_guard=entropy": {"teacher_guard": "entropy"},
+    "US-A2C, teacher_guard=drift": {"teacher_guard": "drift"},
 }
 A2C_CASES = [c for c, (algo, env, _, _) in CASES.items() if algo == "a2c" and env != "IdentityEnvBox"]
 MEASURE_EVERY = 20  # rollouts between measurements
