@@ -88,8 +88,8 @@ def backward_guarded(
 
     ``guard`` is a quantity of the full width that the students' step must not raise to first
     order (US-PPO/US-A2C: minus the full width's policy entropy, or how far its outputs move
-    from the students'). Where the students' descent
-    direction ``-g_s`` has a component along ``grad(guard)``, that component is removed
+    from the students'). Where the students' descent direction ``-g_s`` has a component along
+    ``grad(guard)``, that component is removed
     (``g_s -= (g_s . g_g / |g_g|^2) g_g`` when ``g_s . g_g < 0``), as gradient surgery (PCGrad) does
     between conflicting tasks; ``first``'s gradient is never changed. What it is for: the students
     learn the full width's output through weights they share with it, and where the full width's
