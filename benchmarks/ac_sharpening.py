@@ -16,8 +16,8 @@ A negative ``dH_students`` means the students' step, through the weights they sh
 full width, makes the full width's policy more deterministic: their KL pulls their output ``S``
 toward the full width's ``T = S + R``, which moves ``T`` along ``R``. ``teacher_guard="entropy"``
 removes that component (:func:`usrl.nn.backward_guarded`); ``teacher_guard="drift"`` removes the
-component that moves the full width's outputs further from the students'. Runs are cached in a JSON file (rerun
-resumes), one thread. Results: benchmarks/results/ac_sharpening.md.
+component that moves the full width's outputs further from the students'. Runs are cached in a
+JSON file (rerun resumes), one thread. Results: benchmarks/results/ac_sharpening.md.
 
     python benchmarks/ac_sharpening.py --seeds 0-9
 """

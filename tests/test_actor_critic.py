@@ -265,6 +265,12 @@ def test_distill_warmup_ramps_the_distillation_weight(algo: type, monkeypatch: p
     assert m.us_settings()["distill_warmup"] == 0.5
 
 
+def _flat_grad(t: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """The gradient of ``t`` over ``params`` as one vector (zeros where it does not reach)."""
+    grads = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)])
+
+
 @pytest.mark.parametrize("algo", [USA2C, USPPO])
 def test_teacher_guard_keeps_the_students_from_lowering_the_full_widths_entropy(algo: type) -> None:
     """With ``teacher_guard="entropy"`` the students' gradient loses its component that would lower
@@ -294,13 +300,7 @@ def test_teacher_guard_keeps_the_students_from_lowering_the_full_widths_entropy(
         fresh = policy.get_distribution(data.observations).entropy().mean()
     torch.testing.assert_close(entropy.detach(), fresh)
 
-    def flat(t: torch.Tensor) -> torch.Tensor:
-        grads = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
-        return torch.cat(
-            [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)]
-        )
-
-    grad_h, g_first = flat(entropy), flat(step.groups[0])
+    grad_h, g_first = _flat_grad(entropy, params), _flat_grad(step.groups[0], params)
     m.max_grad_norm = 1e9  # no clipping: compare directions
     m._step(step, first, defaultdict(list))
     applied = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
@@ -342,13 +342,7 @@ def test_drift_guard_keeps_the_full_width_from_moving_away_from_the_students(alg
     torch.testing.assert_close(first["guard"].detach(), expected)
     assert teacher.shape[1] == (1 if env_id == "Pendulum-v1" else 2)
 
-    def flat(t: torch.Tensor) -> torch.Tensor:
-        grads = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
-        return torch.cat(
-            [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)]
-        )
-
-    grad_guard, g_first = flat(first["guard"]), flat(step.groups[0])
+    grad_guard, g_first = _flat_grad(first["guard"], params), _flat_grad(step.groups[0], params)
     m.max_grad_norm = 1e9  # no clipping: compare directions
     m._step(step, first, defaultdict(list))
     applied = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
