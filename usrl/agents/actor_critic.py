@@ -34,7 +34,6 @@ from usrl.nn.sandwich import DistillResult
 DISTILL_MODES = ("kl", None)
 TEACHER_GUARDS = ("entropy", "drift", None)
 TEACHER_ENTROPY = "teacher_entropy"  # the first width's mean entropy among its own loss's parts
-TEACHER_OUTPUT = "teacher_output"  # the first width's distribution outputs, while the step runs
 GUARD = "guard"  # the quantity of the full width that the students' step must not raise
 
 # (values, log_prob, entropy) of one width -> (the algorithm's loss, its named parts); values is
@@ -106,7 +105,8 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
         policy = self.policy
         critic_slims = policy.critic_slims
         guard = self.teacher_guard if self.distill is not None and self.width_sampling == "sandwich" else None
-        students_out: list[th.Tensor] = []
+        teacher_out: list[th.Tensor] = []  # the drift guard's: the first width's distribution outputs
+        students_out: list[th.Tensor] = []  # and the other widths', detached
         values_once = None if critic_slims else policy.predict_values(observations).flatten()
 
         def forward(_learns_own: bool) -> tuple[Distribution, th.Tensor | None, th.Tensor]:
@@ -126,7 +126,7 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
                     # kept now: the policy's distribution object is refilled by the next width's forward
                     first[TEACHER_ENTROPY] = entropy.mean()
                 if guard == "drift":
-                    first[TEACHER_OUTPUT] = distribution_outputs(dist)
+                    teacher_out.append(distribution_outputs(dist))
             return loss
 
         def distill(out: tuple[Distribution, th.Tensor | None, th.Tensor], teacher: Teacher) -> DistillResult:
@@ -161,13 +161,12 @@ class USActorCriticMixin(SlimmableAlgorithmMixin):
             sandwich=sandwich,
         )
         log.add(step)
-        teacher_out = first.pop(TEACHER_OUTPUT, None)
         if guard == "entropy" and TEACHER_ENTROPY in first:
             first[GUARD] = -first[TEACHER_ENTROPY]
-        elif teacher_out is not None and students_out:
+        elif teacher_out and students_out:
             # raised, to first order, by the full width's outputs moving away from the students' mean
-            apart = teacher_out.detach() - th.stack(students_out).mean(0)
-            first[GUARD] = (teacher_out * apart).sum(1).mean()
+            apart = teacher_out[0].detach() - th.stack(students_out).mean(0)
+            first[GUARD] = (teacher_out[0] * apart).sum(1).mean()
         return step, first
 
     def _step(self, step: SandwichResult[Any], first: dict[str, th.Tensor], norms: dict[str, list[float]]) -> None:
