@@ -31,7 +31,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cells import add_backend_arguments, backend_from_args, cell_device, parse_seeds  # noqa: E402
-from width_vs_return import METHODS, RESULTS, SELECTIONS, TASKS, CellArgs, pending_cells, resuming, run_cells  # noqa: E402
+from width_vs_return import (  # noqa: E402
+    METHODS,
+    RESULTS,
+    SELECTIONS,
+    TASKS,
+    CellArgs,
+    pending_cells,
+    resuming,
+    run_cells,
+    selection_error,
+)
 
 
 class PlanError(ValueError):
@@ -60,6 +70,8 @@ def parse_plan(text: str) -> list[tuple[str, str, str, list[int], list[str], dic
                 raise PlanError(f"unknown algo {algo!r} (one of {', '.join(sorted(algorithms()))})")
             if select not in SELECTIONS:
                 raise PlanError(f"unknown select {select!r} (one of {', '.join(SELECTIONS)})")
+            if error := selection_error(algo, select):
+                raise PlanError(error)
             try:
                 seeds = parse_seeds(seeds_text)
             except ValueError:

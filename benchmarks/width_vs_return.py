@@ -17,6 +17,12 @@ evaluated every tenth of training on 15 selection episodes: 5 at each of widths 
 / high of the range for the US methods (their mean), all 15 at its own width for an individual
 net. Those results go to <name>_best.md / .png.
 
+Models are evaluated (and selected) on their greedy actions, as SB3's evaluate_policy by default.
+--select final-sampled / best-sampled (PPO and A2C) sample the actions from the policy instead, as
+rl-zoo3's enjoy --stochastic: an actor-critic policy that has not yet sharpened can play well
+sampled and deadlock greedily (A2C on Acrobot: -500 greedy, -113 sampled). The model trained is
+the same; the results go to <name>_sampled.md / <name>_best_sampled.md and their own cells.
+
 -params KEY:VALUE ... overrides the preset for every method (as usrl.train's -params;
 policy_kwargs.<name>:VALUE sets one policy kwarg), for trying a fix against the preset's
 results; such runs go to <name>_<key>-<value>.md and cells (a one-width method's cell keeps
@@ -114,11 +120,25 @@ SETTINGS_BEFORE_RECORDED: dict[str, Any] = {"distill_warmup": 0.0, "teacher_guar
 # overrides that leave a plain net trained at its one (full) width unchanged: an individual MLP
 # net is built at full width, so its critic is full-size whatever slim_critic says
 INDIVIDUAL_SAME_KEYS = SANDWICH_ONLY_KEYS | {"policy_kwargs.slim_critic"}
-SELECTIONS = ("final", "best")
+SELECTIONS = ("final", "best", "final-sampled", "best-sampled")
+SAMPLED = "-sampled"  # a selection's suffix: evaluate and select on actions sampled from the policy
 SELECT_EVALS = 10  # --select best considers a checkpoint every tenth of training (and the last one)
 SELECT_EPISODES = 15  # selection episodes per checkpoint, split evenly over the widths selected on
 CHECKPOINTS = 10  # a cell saves a resumable checkpoint every tenth of its training
 PARTIAL = ".partial"  # the folder, beside a grid's cells, of the checkpoints of cells in training
+
+
+def selection_parts(select: str) -> tuple[str, bool]:
+    """A --select value as (``"final"`` or ``"best"``, whether actions are sampled)."""
+    sampled = select.endswith(SAMPLED)
+    return (select[: -len(SAMPLED)] if sampled else select), sampled
+
+
+def selection_error(algo: str, select: str) -> str | None:
+    """Why ``select`` does not fit ``algo`` (None if it does): DQN has no policy to sample."""
+    if algo == "dqn" and selection_parts(select)[1]:
+        return f"select {select}: sampled actions are for PPO and A2C (DQN's policy is greedy)"
+    return None
 
 
 def meets_target(us: float, individual: float) -> tuple[bool, float]:
@@ -128,9 +148,12 @@ def meets_target(us: float, individual: float) -> tuple[bool, float]:
     return rel >= -TOLERANCE, rel
 
 
-def best_checkpoint_callback(eval_env: Any, widths: list[float], every: int, episodes: int, seed: int) -> Any:
+def best_checkpoint_callback(
+    eval_env: Any, widths: list[float], every: int, episodes: int, seed: int, deterministic: bool = True
+) -> Any:
     """An SB3 callback that, every ``every`` env steps and at the end, evaluates the policy at
-    ``widths`` (the same seeded episodes each time) and keeps the weights with the best mean
+    ``widths`` (the same seeded episodes each time; greedy actions unless ``deterministic`` is
+    False) and keeps the weights with the best mean
     return in ``best_state`` (step in ``best_step``, all evaluations in ``history``, the seconds
     they took in ``seconds``)."""
     from usrl.callbacks import PeriodicCallback
@@ -152,7 +175,7 @@ def best_checkpoint_callback(eval_env: Any, widths: list[float], every: int, epi
             returns = []
             for w in widths:
                 eval_env.seed(seed)
-                returns.append(evaluate_at_width(self.model, eval_env, w, episodes).mean_return)
+                returns.append(evaluate_at_width(self.model, eval_env, w, episodes, deterministic).mean_return)
             mean = float(np.mean(returns))
             self.history.append((self.num_timesteps, mean))
             if mean > self.best_return:
@@ -407,13 +430,16 @@ def run_cell(
         print(f"{label}: resuming at {model.num_timesteps}/{cfg['steps']} steps", flush=True)
     callbacks = [progress_callback(label, cfg["steps"])]
     selection = None
-    if select == "best":
+    chosen, sampled = selection_parts(select)
+    if chosen == "best":
         low, high = model.policy.width_range
         sel_widths = [high] if method.startswith("individual_") else [low, (low + high) / 2, high]
         sel_env = make_vec_env(spec, n_envs=4, seed=20_000 + seed, frame_stack=frame_stack, eval_env=True)
         select_every = max(1, cfg["steps"] // SELECT_EVALS)
         per_width = SELECT_EPISODES // len(sel_widths)  # every model is selected on as many episodes
-        selection = best_checkpoint_callback(sel_env, sel_widths, select_every, per_width, 20_000 + seed)
+        selection = best_checkpoint_callback(
+            sel_env, sel_widths, select_every, per_width, 20_000 + seed, deterministic=not sampled
+        )
         if state:
             selection.restore(state["selection"])
         callbacks.append(selection)
@@ -448,10 +474,10 @@ def run_cell(
         }
     eval_env = make_vec_env(spec, n_envs=4, seed=10_000 + seed, frame_stack=frame_stack, eval_env=True)
     if method.startswith("individual_"):
-        rows = sweep(model, eval_env, [model.policy.width_range[1]], cfg["episodes"], 10_000 + seed)
+        rows = sweep(model, eval_env, [model.policy.width_range[1]], cfg["episodes"], 10_000 + seed, not sampled)
         rows[0]["width"] = widths[0]
     else:
-        rows = sweep(model, eval_env, widths, cfg["episodes"], 10_000 + seed)
+        rows = sweep(model, eval_env, widths, cfg["episodes"], 10_000 + seed, not sampled)
     result = {
         "task": task,
         "algo": algo,
@@ -546,8 +572,11 @@ def overrides_line(params: dict[str, Any], methods: list[str]) -> str:
 
 def result_name(task: str, algo: str, select: str = "final", params: dict[str, Any] | None = None) -> str:
     """The file stem of a task's results: the task for DQN, ``<task>_<algo>`` otherwise; ``_best`` for
-    --select best; then ``_<key>-<value>`` per -params override (sorted), so variants never share cells."""
-    return (task if algo == "dqn" else f"{task}_{algo}") + ("_best" if select == "best" else "") + params_tag(params)
+    --select best, ``_sampled`` for sampled actions; then ``_<key>-<value>`` per -params override
+    (sorted), so variants never share cells."""
+    chosen, sampled = selection_parts(select)
+    stem = task if algo == "dqn" else f"{task}_{algo}"
+    return stem + ("_best" if chosen == "best" else "") + ("_sampled" if sampled else "") + params_tag(params)
 
 
 def normalised(task: str, cells: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
@@ -573,6 +602,7 @@ def report(
 ) -> str:
     """Write <name>.md and <name>.png from the cells; returns the markdown."""
     cells, measure = normalised(task, cells)
+    chosen, sampled = selection_parts(select)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -596,13 +626,13 @@ def report(
         f"Seeds: {', '.join(map(str, seeds))}; {TASKS[task]['steps']} env steps per model; each "
         + (
             "final model"
-            if select == "final"
+            if chosen == "final"
             else f"model's best checkpoint (taken every 1/{SELECT_EVALS} of training and at its end; by the mean "
             f"return of {SELECT_EPISODES} separate selection episodes: a third at each of widths low/middle/high "
             "for US methods, all at its width for individual nets)"
         )
         + f" evaluated on {TASKS[task]['episodes']} seeded episodes per width (the same episodes for every width "
-        f"and method). Numbers: mean over seeds ± std over seeds of each model's {measure}.",
+        f"and method), {'actions sampled from the policy' if sampled else 'greedy actions'}. Numbers: mean over seeds ± std over seeds of each model's {measure}.",
         "",
         "| method | " + " | ".join(f"w={w}" for w in WIDTHS) + f" | area ({measure} over widths) | train time (s) |",
         "|---|" + "---:|" * (len(WIDTHS) + 2),
@@ -685,7 +715,7 @@ def report(
         axis.grid(alpha=0.3)
     poi_panel(pax, intervals)
     name = algo.upper()
-    which = "" if select == "final" else ", best checkpoints"
+    which = ("" if chosen == "final" else ", best checkpoints") + (", sampled actions" if sampled else "")
     ax.set_title(
         f"{TASKS[task]['env']}: one US-{name} vs individually trained {name}s\n({len(seeds)} seeds{which})", fontsize=11
     )
@@ -708,7 +738,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     p.add_argument("--jobs", type=int, default=1, help="cells trained in parallel (processes)")
     p.add_argument(
-        "--select", choices=SELECTIONS, default="final", help="evaluate the final model or the best checkpoint"
+        "--select",
+        choices=SELECTIONS,
+        default="final",
+        help="evaluate the final model or the best checkpoint; -sampled: on sampled actions (PPO, A2C)",
     )
     from usrl.hyperparams import HyperparamError, add_params_argument, check_keys, parse_params
     from usrl.train import algorithms
@@ -718,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     add_backend_arguments(p)
     args = p.parse_args(argv)
     backend = backend_from_args(p, args)
+    if error := selection_error(args.algo, args.select):
+        p.error(f"--{error}")
 
     try:
         params = parse_params(args.hyperparams)

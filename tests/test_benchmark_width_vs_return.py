@@ -75,6 +75,25 @@ def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path, capsys) -> None:  
     assert "us seed 1: teacher_guard='entropy' (now None)" in capsys.readouterr().err
 
 
+def test_sampled_actions_evaluate_the_same_training_into_their_own_cells(  # type: ignore[no-untyped-def]
+    load_benchmark, tmp_path: Path, run_main
+) -> None:
+    wvr = load_benchmark("width_vs_return")
+    args = ["--task", "tiny", "--algo", "a2c", "--seeds", "0", "--methods", "us", "--out", str(tmp_path)]
+    assert wvr.main(args) == 0
+    assert wvr.main([*args, "--select", "final-sampled"]) == 0
+    greedy = json.loads((tmp_path / "cells" / "tiny_a2c" / "us_s0.json").read_text())
+    sampled = json.loads((tmp_path / "cells" / "tiny_a2c_sampled" / "us_s0.json").read_text())
+    assert sampled["select"] == "final-sampled" and sampled["settings"] == greedy["settings"]
+    # one trained model, two ways of acting: a barely trained policy is far from one-hot
+    assert [r["mean_length"] for r in sampled["rows"]] != [r["mean_length"] for r in greedy["rows"]]
+    assert "actions sampled from the policy" in (tmp_path / "tiny_a2c_sampled.md").read_text()
+    assert "greedy actions" in (tmp_path / "tiny_a2c.md").read_text()
+    code, err = run_main(wvr.main, ["--task", "tiny", "--select", "best-sampled", "--out", str(tmp_path)])
+    assert code == 2 and "sampled actions are for PPO and A2C" in err
+    assert wvr.result_name("acrobot", "ppo", "best-sampled", {"gamma": 0.9}) == "acrobot_ppo_best_sampled_gamma-0.9"
+
+
 def test_tiny_preset_best_checkpoint_selection(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     wvr = load_benchmark("width_vs_return")
     methods = ["us", "individual_0.5"]

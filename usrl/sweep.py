@@ -109,8 +109,11 @@ def _load_compare(paths: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def sweep(model: Any, env: Any, widths: list[float], episodes: int, seed: int) -> list[dict[str, Any]]:
-    """Evaluate ``model`` at each width; each width replays the same seeded episodes."""
+def sweep(
+    model: Any, env: Any, widths: list[float], episodes: int, seed: int, deterministic: bool = True
+) -> list[dict[str, Any]]:
+    """Evaluate ``model`` at each width; each width replays the same seeded episodes, on greedy
+    actions (``deterministic``) or actions sampled from the policy."""
     from tqdm import tqdm
 
     from usrl.evaluation import evaluate_at_width
@@ -122,7 +125,7 @@ def sweep(model: Any, env: Any, widths: list[float], episodes: int, seed: int) -
         if needs_bn:
             calibrate_bn(model.policy, _observation_batches(model, env, seed), w, forward=_policy_forward)
         env.seed(seed)
-        rows.append(evaluate_at_width(model, env, w, episodes).as_dict())
+        rows.append(evaluate_at_width(model, env, w, episodes, deterministic).as_dict())
     return rows
 
 
