@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,3 +36,16 @@ def test_identity_case_of_a_usrl_class_at_one_width_is_sb3s(load_benchmark: Any)
     assert idt.run_one(case, True, 1, {"n_widths": 1}) == idt.run_one(case, False, 1, {})
     assert idt.parse_seeds("0-2") == [0, 1, 2] and idt.parse_seeds("4,7") == [4, 7]
     assert idt.seeds_label([0, 1, 2]) == "0-2" and idt.seeds_label([0, 3, 5]) == "0,3,5" and idt.seeds_label([4]) == "4"
+
+
+def test_identity_variants_share_sb3s_own_runs(load_benchmark: Any, tmp_path: Path) -> None:
+    """A new variant takes SB3's runs from the shared cache (nothing trains here: every run is cached)."""
+    idt = load_benchmark("sb3_identity")
+    sb3 = {f"{case}|sb3|0": 12.5 for case in idt.CASES}
+    (tmp_path / "sb3_identity_sb3.json").write_text(json.dumps(sb3))
+    variant = tmp_path / "sb3_identity_student_weight-0.5.json"
+    variant.write_text(json.dumps({f"{case}|usrl|0": 95.0 for case in idt.CASES}))
+    assert idt.main(["--seeds", "0", "--out", str(tmp_path), "-params", "student_weight:0.5"]) == 0
+    assert json.loads(variant.read_text()) == {**sb3, **{f"{case}|usrl|0": 95.0 for case in idt.CASES}}
+    md = (tmp_path / "sb3_identity_student_weight-0.5.md").read_text()
+    assert "| discrete A2C IdentityEnv | 0/1 | 1/1 | 12.5 | 95.0 |" in md
