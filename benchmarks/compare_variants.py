@@ -46,8 +46,11 @@ from width_vs_return import (  # noqa: E402
     auc,
     cell_file,
     result_name,
+    selection_parts,
     stale_cells,
 )
+
+SWEPT = [m for m in METHODS if not m.startswith("individual_")]  # the methods evaluated at every width
 
 
 def paired_verdict(interval: tuple[float, float]) -> str:
@@ -114,10 +117,12 @@ def report(
 
     seeds = sorted(base)
     statistic = "IQM" if len(seeds) >= IQM_MIN_RUNS else "mean"
+    chosen, sampled = selection_parts(select)
+    which = ("final weights" if chosen == "final" else "best checkpoints") + (", sampled actions" if sampled else "")
     given = ", ".join(f"`{k}: {v}`" for k, v in sorted(base_params.items())) or "none (the preset)"
     changes = ", ".join(f"`{k}: {v}`" for k, v in sorted(change.items()))
     lines = [
-        f"# {method} on {task} ({TASKS[task]['env']}, {algo.upper()}, {select} weights): {changes} against the base",
+        f"# {method} on {task} ({TASKS[task]['env']}, {algo.upper()}, {which}): {changes} against the base",
         "",
         f"Command: `{command}`  ",
         f"Base overrides: {given}; the change adds {changes}  ",
@@ -165,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=sorted(TASKS), required=True)
     p.add_argument("--algo", choices=["dqn", "ppo", "a2c"], default="dqn")
     p.add_argument("--select", choices=SELECTIONS, default="final")
-    p.add_argument("--method", choices=METHODS, default="us", help="the method whose two settings are compared")
+    p.add_argument(
+        "--method", choices=SWEPT, default="us", help="the method (swept across widths) whose two settings are compared"
+    )
     p.add_argument("--seeds", required=True, help="seeds, 0-19 or 0,3,5")
     p.add_argument("--base", nargs="*", metavar="KEY:VALUE", help="the base setting's -params overrides")
     p.add_argument("--change", nargs="+", required=True, metavar="KEY:VALUE", help="overrides the change adds")
