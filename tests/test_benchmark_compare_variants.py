@@ -31,6 +31,7 @@ def test_paired_difference_verdicts_and_missing_cells(load_benchmark, tmp_path: 
     code, err = run_main(cmp.main, argv)
     assert code == 0, err
     md = (tmp_path / "compare" / "cartpole_a2c_student_weight-0.5__teacher_guard-drift.md").read_text()
+    assert md.startswith("# us on cartpole (CartPole-v1, A2C, final weights): `teacher_guard: drift` against the base")
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in md.splitlines() if line.startswith("| w=")}
     assert rows["w=0.25"][3].startswith("+10 [10, 10]") and rows["w=0.25"][4] == "better"
     assert rows["w=0.25"][5] == "6 / 0"
