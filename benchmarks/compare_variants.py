@@ -26,7 +26,6 @@ trains the missing ones. The report goes to
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cells import params_tag, parse_seeds, seeds_label  # noqa: E402
+from cells import load_cells, params_tag, parse_seeds, pending, seeds_label  # noqa: E402
 from width_vs_return import (  # noqa: E402
     METHODS,
     RESULTS,
@@ -188,14 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--change sets nothing the base does not already have")
     changed_params = {**base_params, **change}
 
-    def cells(params: dict[str, Any]) -> tuple[dict[int, dict[str, Any]], list[int]]:
-        files = {s: cell_file(args.out, args.task, args.algo, args.select, params, args.method, s) for s in seeds}
-        found = {s: json.loads(f.read_text()) for s, f in files.items() if f.exists()}
-        return found, [s for s in seeds if s not in found]
-
     loaded = []
     for params in (base_params, changed_params):
-        found, missing = cells(params)
+        cell_dir = cell_file(args.out, args.task, args.algo, args.select, params, args.method, seeds[0]).parent
+        missing = [s for _, s in pending(cell_dir, [args.method], seeds)]
         if missing:
             plan = " ".join(f"{k}:{v}" for k, v in sorted(params.items()))
             print(
@@ -205,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+        found = dict(zip(seeds, load_cells(cell_dir, [args.method], seeds), strict=True))
         stale = stale_cells(args.task, args.algo, params, list(found.values()))
         if stale:
             print(
