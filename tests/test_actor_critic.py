@@ -7,6 +7,7 @@ import sys
 import tempfile
 import textwrap
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import gymnasium as gym
@@ -265,10 +266,14 @@ def test_distill_warmup_ramps_the_distillation_weight(algo: type, monkeypatch: p
     assert m.us_settings()["distill_warmup"] == 0.5
 
 
+def _flat(grads: Sequence[torch.Tensor | None], params: list[torch.Tensor]) -> torch.Tensor:
+    """Per-parameter gradients as one vector (zeros where a gradient is None)."""
+    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)])
+
+
 def _flat_grad(t: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
     """The gradient of ``t`` over ``params`` as one vector (zeros where it does not reach)."""
-    grads = torch.autograd.grad(t, params, retain_graph=True, allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)])
+    return _flat(torch.autograd.grad(t, params, retain_graph=True, allow_unused=True), params)
 
 
 @pytest.mark.parametrize("algo", [USA2C, USPPO])
@@ -303,7 +308,7 @@ def test_teacher_guard_keeps_the_students_from_lowering_the_full_widths_entropy(
     grad_h, g_first = _flat_grad(entropy, params), _flat_grad(step.groups[0], params)
     m.max_grad_norm = 1e9  # no clipping: compare directions
     m._step(step, first, defaultdict(list))
-    applied = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
+    applied = _flat([p.grad for p in params], params)
     assert float(-(applied - g_first) @ grad_h) >= -1e-6 * float(applied.norm() * grad_h.norm())
     assert (
         algo("MlpPolicy", "CartPole-v1", distill=None, **kwargs)
@@ -345,7 +350,7 @@ def test_drift_guard_keeps_the_full_width_from_moving_away_from_the_students(alg
     grad_guard, g_first = _flat_grad(first["guard"], params), _flat_grad(step.groups[0], params)
     m.max_grad_norm = 1e9  # no clipping: compare directions
     m._step(step, first, defaultdict(list))
-    applied = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params])
+    applied = _flat([p.grad for p in params], params)
     # descending along the students' part must not raise the guard: (g_applied - g_first) . grad_guard >= 0
     assert float((applied - g_first) @ grad_guard) >= -1e-6 * float(applied.norm() * grad_guard.norm())
 
