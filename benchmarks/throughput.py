@@ -10,11 +10,13 @@ bookkeeping, losses, optimizer, clipping and logging are the overhead). The agen
 update by update, so drifts in machine speed hit them alike.
 
     python benchmarks/throughput.py            # writes benchmarks/results/throughput.md
+    python benchmarks/throughput.py --device cuda --out benchmarks/results/throughput_cuda.md
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import platform
 import statistics
 import sys
@@ -29,19 +31,17 @@ from usrl import USDQN
 from usrl.envs import make_vec_env
 from usrl.hyperparams import shipped_presets, to_model_kwargs
 from usrl.nn import share_stem, width_control
-from usrl.utils import atomic_write_text
+from usrl.utils import UsageError, atomic_write_text, resolve_device
 
 ENV_ID = "PongNoFrameskip-v4"
-US_ONLY = {
-    "n_widths",
-    "distill",
-    "distill_weight",
-    "distill_temperature",
-    "rollout_width",
-    "width_sampling",
-    "double_q",
-}
+# the preset's arguments that SB3's DQN does not take (the sandwich's and distillation's)
+US_ONLY = set(inspect.signature(USDQN.__init__).parameters) - set(inspect.signature(DQN.__init__).parameters)
 TARGET_FLOOR_RATIO, TARGET_ENV_STEPS = 1.15, 220.0
+
+
+def device_name(device: str) -> str:
+    """The networks' device as a report names it: the GPU's name, or "CPU"."""
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
 
 
 def recipe() -> tuple[dict[str, Any], int]:
@@ -51,7 +51,7 @@ def recipe() -> tuple[dict[str, Any], int]:
     return kwargs, int(hp["n_envs"])
 
 
-def build(kind: str, warmup: int, seed: int) -> DQN:
+def build(kind: str, warmup: int, seed: int, device: str) -> DQN:
     kwargs, n_envs = recipe()
     kwargs = {**kwargs, "learning_starts": warmup}
     env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
@@ -59,16 +59,24 @@ def build(kind: str, warmup: int, seed: int) -> DQN:
         plain = {k: v for k, v in kwargs.items() if k not in US_ONLY and k != "policy_kwargs"}
         # SB3 hands n-step settings to its own buffer only; the frame buffer gets them explicitly
         plain["replay_buffer_kwargs"] = {"n_steps": plain.pop("n_steps"), "gamma": plain.get("gamma", 0.99)}
-        return DQN("CnnPolicy", env, seed=seed, device="cpu", **plain)
-    return USDQN("CnnPolicy", env, seed=seed, device="cpu", **kwargs)
+        return DQN("CnnPolicy", env, seed=seed, device=device, **plain)
+    return USDQN("CnnPolicy", env, seed=seed, device=device, **kwargs)
 
 
-def timed_run(kind: str, warmup: int, steps: int, seed: int) -> tuple[float, DQN]:
+def _sync(model: DQN) -> None:
+    """Wait for the model's device: CUDA kernels run asynchronously, so a timer needs this."""
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+
+
+def timed_run(kind: str, warmup: int, steps: int, seed: int, device: str) -> tuple[float, DQN]:
     """Fill the buffer (no updates), then time ``steps`` training env steps. Returns env-steps/s."""
-    model = build(kind, warmup, seed)
+    model = build(kind, warmup, seed, device)
     model.learn(warmup)
+    _sync(model)
     t0 = time.perf_counter()
     model.learn(steps, reset_num_timesteps=False)
+    _sync(model)
     return steps / (time.perf_counter() - t0), model
 
 
@@ -86,7 +94,7 @@ def floor(model: DQN, obs: torch.Tensor, next_obs: torch.Tensor) -> None:
     control.width = control.high
     with torch.no_grad():
         q_target(next_obs)
-    total = torch.zeros(())
+    total = torch.zeros((), device=obs.device)
     with share_stem(q_net):
         for w in model._step_widths(control.low, control.high):
             control.width = w
@@ -102,13 +110,17 @@ def update_breakdown(models: dict[str, DQN], repeats: int) -> dict[str, dict[str
     times: dict[str, dict[str, list[float]]] = {k: {"update_ms": [], "floor_ms": []} for k in models}
     for _ in range(repeats):
         for name, model in models.items():
+            _sync(model)
             t0 = time.perf_counter()
             model.train(gradient_steps=1, batch_size=32)
+            _sync(model)
             times[name]["update_ms"].append(time.perf_counter() - t0)
             data = model.replay_buffer.sample(32)
             obs, next_obs = data.observations.float() / 255.0, data.next_observations.float() / 255.0
+            _sync(model)
             t0 = time.perf_counter()
             floor(model, obs, next_obs)
+            _sync(model)
             times[name]["floor_ms"].append(time.perf_counter() - t0)
             model.policy.optimizer.zero_grad()
     return {k: {m: statistics.median(v) * 1e3 for m, v in t.items()} for k, t in times.items()}
@@ -121,14 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="runs per agent (alternating)")
     p.add_argument("--repeats", type=int, default=60, help="updates timed per agent for the breakdown")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the networks train")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "throughput.md")
     args = p.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+    except UsageError as e:
+        p.error(str(e))
 
     rates: dict[str, list[float]] = {"sb3": [], "us": []}
     models: dict[str, DQN] = {}
     for r in range(args.runs):
         for kind in ("sb3", "us") if r % 2 == 0 else ("us", "sb3"):
-            rate, models[kind] = timed_run(kind, args.warmup, args.steps, args.seed + r)
+            rate, models[kind] = timed_run(kind, args.warmup, args.steps, args.seed + r, device)
             rates[kind].append(rate)
             print(f"run {r} {kind:>3}: {rate:6.1f} env-steps/s", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -140,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     us, sb3 = breakdown["us"], breakdown["sb3"]
     us_ratio = us["update_ms"] / us["floor_ms"]
     lines = [
-        f"# Training throughput on {ENV_ID} at the main job's recipe (CPU)",
+        f"# Training throughput on {ENV_ID} at the main job's recipe ({device_name(device)})",
         "",
         f"Command: `{cmd.strip()}`  ",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "

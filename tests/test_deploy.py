@@ -138,7 +138,8 @@ def test_budgeted_agent_acts_at_the_controllers_width(cartpole_zip: Path) -> Non
 
     model = USDQN.load(cartpole_zip)
     obs = np.stack([model.observation_space.sample() for _ in range(16)])
-    prof = measure_latency(model.policy.acting_network(), torch.as_tensor(obs), [0.25, 1.0], rounds=4, warmup=1)
+    example = torch.as_tensor(obs, device=model.device)  # SB3 loads onto a GPU where there is one
+    prof = measure_latency(model.policy.acting_network(), example, [0.25, 1.0], rounds=4, warmup=1)
     ctl = WidthController(prof, 1e6)
     ctl.width = 0.25
     agent = BudgetedAgent(model, ctl)

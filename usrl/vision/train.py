@@ -27,6 +27,7 @@ import itertools
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -390,7 +391,11 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
                     )  # fmt: skip
                     scaler.step(optimizer)
                     scaler.update()
-                    scheduler.step()
+                    with warnings.catch_warnings():
+                        # a step the AMP scaler skipped (inf gradients, as in its first steps) still
+                        # counts in the schedule: PyTorch's warning about that order is a false alarm
+                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
+                        scheduler.step()
                     global_step += 1
                     step_in_epoch += 1
                     n_batches += 1
