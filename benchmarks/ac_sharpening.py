@@ -39,10 +39,10 @@ from cells import parse_seeds, seeds_label  # noqa: E402
 from sb3_identity import CASES, EVAL_EPISODES, THRESHOLD, make_env  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# None: SB3's own A2C; otherwise USA2C's overrides (its defaults elsewhere)
+# None: SB3's own A2C; otherwise USA2C's overrides (its defaults elsewhere; its default guard is "drift")
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "A2C (SB3)": None,
-    "US-A2C": {},
+    "US-A2C, teacher_guard=None": {"teacher_guard": None},
     "US-A2C, distill=None": {"distill": None},
     "US-A2C, teacher_guard=entropy": {"teacher_guard": "entropy"},
     "US-A2C, teacher_guard=drift": {"teacher_guard": "drift"},

@@ -19,7 +19,7 @@ trains the missing ones. The report goes to
 ``benchmarks/results/compare/<base name>__<change>.md``.
 
     python benchmarks/compare_variants.py --task acrobot --algo a2c --seeds 0-19 \\
-        --base policy_kwargs.slim_critic:False student_weight:0.3333 grad_clip:joint \\
+        --base policy_kwargs.slim_critic:False student_weight:0.3333 grad_clip:joint teacher_guard:null \\
         --change teacher_guard:drift
 """
 

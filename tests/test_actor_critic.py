@@ -62,12 +62,13 @@ def _collect(model: USA2C | USPPO, n: int) -> None:
 
 @pytest.mark.parametrize(("student_weight", "slim_critic"), [(1.0, True), (0.4, True), (0.4, False)])
 def test_a2c_sandwich_gradient_equals_hand_built_loss(student_weight: float, slim_critic: bool) -> None:
-    """One update's gradient = own loss at full width + for each other width, times
-    ``student_weight``, KL(detached full-width policy || its policy) + vf_coef * MSE(its value,
-    detached full value); with a full-width critic the other widths have no value term."""
+    """One update's gradient without the teacher guard = own loss at full width + for each other
+    width, times ``student_weight``, KL(detached full-width policy || its policy) + vf_coef *
+    MSE(its value, detached full value); with a full-width critic the other widths have no value
+    term."""
     pk = dict(slim_critic=slim_critic)
     m = USA2C("MlpPolicy", "CartPole-v1", n_widths=3, n_steps=16, ent_coef=0.01, seed=0, student_weight=student_weight,
-              policy_kwargs=pk)  # fmt: skip
+              policy_kwargs=pk, teacher_guard=None)  # fmt: skip
     m.max_grad_norm = 1e9  # no clipping: compare raw gradients
     _collect(m, 16)
     widths = sandwich_widths(3, 0.25, 1.0, torch.Generator().set_state(m.width_generator.get_state()))

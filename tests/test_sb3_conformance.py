@@ -38,18 +38,14 @@ SB3_FILES = [
 # node id (file::test[params] as pytest prints it) -> why the case cannot pass with a US algorithm
 EXPECTED_FAILURES: dict[str, str] = {}
 
-_AC_SLOWER = "US-A2C/US-PPO (sandwich n=4, KL+value distillation) learn slower than A2C/PPO on this budget"
-# node id -> the learning threshold it asserts and what misses it
+_PPO_SLOWER = "US-PPO (sandwich n=4, KL distillation) learns slower than PPO on this budget"
+# node id -> the learning threshold it asserts and what misses it (US-A2C's identity and GAE cases
+# pass since its default teacher_guard="drift" and are asserted like any other case)
 LEARNING_THRESHOLDS: dict[str, str] = {
     **{
-        f"test_identity.py::test_discrete[{case}]": f"mean reward >= 90 after a fixed budget; {_AC_SLOWER}"
-        for case in ("env0-USA2C", "env1-USA2C", "env1-USPPO", "env2-USA2C", "env2-USPPO")
+        f"test_identity.py::test_discrete[{case}]": f"mean reward >= 90 after a fixed budget; {_PPO_SLOWER}"
+        for case in ("env1-USPPO", "env2-USPPO")
     },
-    "test_identity.py::test_continuous[USA2C]": f"mean reward >= 90 after a fixed budget; {_AC_SLOWER}",
-    "test_gae.py::test_infinite_horizon[True-USA2C]": (
-        "full-width value within 1 of 1/(1-gamma) after 500 steps; with USA2C's default one clip over the "
-        "summed widths the students' KL gradients shrink the critic's steps (43.35 vs 50; grad_clip='apart': 50.0)"
-    ),
     "test_callbacks.py::test_eval_success_logging": (
         "HER + DQN > 50% evaluation success on 2-bit flipping after 500 steps; US-DQN is at the edge "
         "(passed in some runs, 40% in another): the same distillation slowdown as test_performance_her"
