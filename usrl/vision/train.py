@@ -365,7 +365,10 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
     global_step = epoch * steps_per_epoch + step_in_epoch
     stop, stopped = StopRequest(), False
     try:
-        with stop.installed():
+        with stop.installed(), warnings.catch_warnings():
+            # a step the AMP scaler skipped (inf gradients, as in its first steps) still counts in
+            # the schedule: PyTorch's warning that the scheduler stepped first is a false alarm
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
             while epoch < args.epochs:
                 if stop.requested(dist):  # every process asks as often as the others (it is a collective)
                     stopped = True
@@ -391,11 +394,7 @@ def run(args: argparse.Namespace, run_dir: Path, ckpt: dict[str, Any] | None, da
                     )  # fmt: skip
                     scaler.step(optimizer)
                     scaler.update()
-                    with warnings.catch_warnings():
-                        # a step the AMP scaler skipped (inf gradients, as in its first steps) still
-                        # counts in the schedule: PyTorch's warning about that order is a false alarm
-                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
-                        scheduler.step()
+                    scheduler.step()
                     global_step += 1
                     step_in_epoch += 1
                     n_batches += 1
