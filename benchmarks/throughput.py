@@ -28,6 +28,7 @@ import torch
 from stable_baselines3 import DQN
 
 from usrl import USDQN
+from usrl.deploy.latency import device_name
 from usrl.envs import make_vec_env
 from usrl.hyperparams import shipped_presets, to_model_kwargs
 from usrl.nn import share_stem, width_control
@@ -37,11 +38,6 @@ ENV_ID = "PongNoFrameskip-v4"
 # the preset's arguments that SB3's DQN does not take (the sandwich's and distillation's)
 US_ONLY = set(inspect.signature(USDQN.__init__).parameters) - set(inspect.signature(DQN.__init__).parameters)
 TARGET_FLOOR_RATIO, TARGET_ENV_STEPS = 1.15, 220.0
-
-
-def device_name(device: str) -> str:
-    """The networks' device as a report names it: the GPU's name, or "CPU"."""
-    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
 
 
 def recipe() -> tuple[dict[str, Any], int]:

@@ -117,12 +117,14 @@ def device_info(device: torch.device | str, batch: int, input_shape: Sequence[in
     """What a latency depends on besides the model: the processor (or GPU), torch threads, torch
     version, batch size and input shape."""
     device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = _cpu_name()
-    return {"type": device.type, "name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"type": device.type, "name": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "batch": int(batch), "input_shape": [int(s) for s in input_shape]}  # fmt: skip
+
+
+def device_name(device: torch.device | str) -> str:
+    """The GPU's name for a CUDA device, else the processor's model name and core count."""
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
 
 
 def _cpu_name() -> str:
