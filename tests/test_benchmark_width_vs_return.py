@@ -66,13 +66,18 @@ def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path, capsys) -> None:  
     assert (tmp_path / "tiny_ppo.md").read_text() == report
     # a cell recorded before a setting existed trained with what SETTINGS_BEFORE_RECORDED says
     us["settings"]["grad_clip"] = "apart"
-    del us["settings"]["teacher_guard"]
+    del us["settings"]["distill_warmup"]
     (cells / "us_s1.json").write_text(json.dumps(us))
     assert wvr.main(args) == 0
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(wvr.SETTINGS_BEFORE_RECORDED, "teacher_guard", "entropy")
+        mp.setitem(wvr.SETTINGS_BEFORE_RECORDED, "distill_warmup", 0.5)
         assert wvr.main(args) == 2
-    assert "us seed 1: teacher_guard='entropy' (now None)" in capsys.readouterr().err
+    assert "us seed 1: distill_warmup=0.5 (now 0.0)" in capsys.readouterr().err
+    # cells from before teacher_guard existed trained unguarded, which is no longer the default
+    del us["settings"]["teacher_guard"]
+    (cells / "us_s1.json").write_text(json.dumps(us))
+    assert wvr.main(args) == 2
+    assert "us seed 1: teacher_guard=None (now 'drift')" in capsys.readouterr().err
 
 
 def test_sampled_actions_evaluate_the_same_training_into_their_own_cells(  # type: ignore[no-untyped-def]
