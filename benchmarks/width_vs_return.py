@@ -141,11 +141,10 @@ def selection_error(algo: str, select: str) -> str | None:
     return None
 
 
-def meets_target(us: float, individual: float) -> tuple[bool, float]:
-    """Whether the US mean return is within ``TOLERANCE`` of the individual net's, and the
-    relative difference ``(us - individual) / |individual|`` (works for negative returns too)."""
-    rel = (us - individual) / abs(individual) if individual else (0.0 if us == individual else float("inf"))
-    return rel >= -TOLERANCE, rel
+def relative_gap(us: float, other: float) -> float:
+    """``(us - other) / |other|``: how far the US value lies above the other's, as a fraction of
+    the other's magnitude (sound for negative returns too)."""
+    return (us - other) / abs(other) if other else (0.0 if us == other else float("inf"))
 
 
 def best_checkpoint_callback(
@@ -661,31 +660,30 @@ def report(
         + f" | {fmt(ind_auc)} | {tfmt(ind_times)} per net |"
     )
     lines.append("")
-    # targets
+    # the means' gaps, without a verdict: one collapsed seed moves a mean across any threshold, so
+    # the verdicts are the intervals' (below)
     us = by_method.get("us", [])
-    checks = []
+    gaps = []
     for w in WIDTHS:
         u = [v for c in us if (v := at(c["rows"], w)) is not None]
         ind = [v for v in individual[w] if v is not None]
         if u and ind:
-            ok, rel = meets_target(float(np.mean(u)), float(np.mean(ind)))
-            checks.append(
-                f"w={w}: US {np.mean(u):.{digits}f} vs individual {np.mean(ind):.{digits}f}, "
-                f"{100 * rel:+.1f}% of |individual| ({'meets' if ok else 'misses'} >= -{100 * TOLERANCE:.0f}%)"
-            )
-    us_auc = np.mean([auc(c["rows"]) for c in us]) if us else None
+            mu, mi = float(np.mean(u)), float(np.mean(ind))
+            gaps.append(f"w={w}: US {mu:.{digits}f} vs individual {mi:.{digits}f}, {100 * relative_gap(mu, mi):+.1f}%")
+    us_auc = float(np.mean([auc(c["rows"]) for c in us])) if us else None
     for abl in ("us_no_distill", "us_no_sandwich"):
         a = by_method.get(abl, [])
         if us_auc is not None and a:
-            a_auc = np.mean([auc(c["rows"]) for c in a])
-            checks.append(
-                f"area: US {us_auc:.{digits}f} vs {abl} {a_auc:.{digits}f} ({'meets' if us_auc >= a_auc else 'misses'})"
+            a_auc = float(np.mean([auc(c["rows"]) for c in a]))
+            gaps.append(
+                f"area: US {us_auc:.{digits}f} vs {abl} {a_auc:.{digits}f}, {100 * relative_gap(us_auc, a_auc):+.1f}%"
             )
     lines += [
-        f"Targets on the means (US within {100 * TOLERANCE:.0f}% of |the individual net's return| below it at each "
-        f"width, i.e. >= {100 - 100 * TOLERANCE:.0f}% of it for positive returns; US area >= each ablation's):",
+        "Gaps between the means, `(US - other) / |other|` (no verdict: the verdicts are the intervals', "
+        f"below; the target is US at most {100 * TOLERANCE:.0f}% below each individual net and its area at or "
+        "above each ablation's):",
         "",
-        *[f"- {c}" for c in checks],
+        *[f"- {g}" for g in gaps],
         "",
     ]
     intervals = interval_estimates(

@@ -187,14 +187,13 @@ def test_params_override_the_preset_into_their_own_cells(load_benchmark, tmp_pat
     assert "n_timesteps is not used here" in err
 
 
-def test_target_is_relative_to_the_magnitude_of_the_individual_return(load_benchmark) -> None:  # type: ignore[no-untyped-def]
+def test_gap_is_relative_to_the_magnitude_of_the_other_value(load_benchmark) -> None:  # type: ignore[no-untyped-def]
     wvr = load_benchmark("width_vs_return")
-    assert wvr.meets_target(96.0, 100.0) == (True, -0.04)
-    assert not wvr.meets_target(94.0, 100.0)[0]
-    # negative returns (Acrobot): -85 is 6.25% worse than -80, -83 is 3.75% worse
-    assert not wvr.meets_target(-85.0, -80.0)[0]
-    assert wvr.meets_target(-83.0, -80.0)[0]
-    assert wvr.meets_target(-70.0, -80.0) == (True, 0.125)
+    assert wvr.relative_gap(96.0, 100.0) == pytest.approx(-0.04)
+    # negative returns (Acrobot): -85 is 6.25% worse than -80, -70 is 12.5% better
+    assert wvr.relative_gap(-85.0, -80.0) == pytest.approx(-0.0625)
+    assert wvr.relative_gap(-70.0, -80.0) == pytest.approx(0.125)
+    assert wvr.relative_gap(0.0, 0.0) == 0.0 and wvr.relative_gap(1.0, 0.0) == float("inf")
 
 
 def test_sandwich_only_overrides_share_the_one_width_cells(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
