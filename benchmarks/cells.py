@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +73,88 @@ def save_cell(path: Path, result: dict[str, Any]) -> None:
     from usrl.utils import atomic_write_text  # makes the folder
 
     atomic_write_text(path, json.dumps(result, indent=1))
+
+
+PARTIAL = ".partial"  # the folder, beside a grid's cells, of the checkpoints of cells in training
+
+
+def partial_dir(out_dir: str | Path, method: str, seed: int) -> Path:
+    """Where a cell keeps its mid-training checkpoints (deleted once its JSON is written)."""
+    return Path(out_dir) / PARTIAL / f"{method}_s{seed}"
+
+
+def discard_partial(out_dir: str | Path, method: str, seed: int) -> None:
+    """Delete a finished cell's checkpoints (and the checkpoints folder once it is empty)."""
+    import shutil
+
+    folder = partial_dir(out_dir, method, seed)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass  # other cells' checkpoints are there, or it is gone already
+
+
+def resuming_note(partials: Iterable[Path]) -> str:
+    """The note ", N of them from their last checkpoint" for cells whose :func:`partial_dir`
+    exists ("" if none)."""
+    n = sum(folder.exists() for folder in partials)
+    return f", {n} of them from their last checkpoint" if n else ""
+
+
+def save_finished_cell(out_dir: str | Path, method: str, seed: int, result: dict[str, Any]) -> None:
+    """Write a finished cell's JSON under ``out_dir``, then delete its checkpoints."""
+    save_cell(cell_path(Path(out_dir), method, seed), result)
+    discard_partial(out_dir, method, seed)
+
+
+def trainer_run(
+    out_dir: str | Path, method: str, seed: int, args: Sequence[str], device: str, total_flag: str
+) -> list[str]:
+    """The arguments that train a cell with one of usrl's trainer CLIs (``usrl.vision.train``,
+    ``usrl.sr.train``) in ``trainer_folder(...)``: ``--resume`` to the total that ``args`` give
+    ``total_flag`` (``--epochs``, ``--steps``) where an earlier attempt with the same ``args`` left a
+    checkpoint there (the cell was killed or timed out), otherwise ``args`` with ``--out`` in a
+    fresh folder. The wall time of each attempt is recorded beside it: see :func:`trainer_wall_time`."""
+    import shutil
+
+    folder = partial_dir(out_dir, method, seed)
+    run, identity = folder / "run", folder / "identity.json"
+    segments: list[dict[str, Any]] = []
+    resume = (run / "checkpoint.pt").is_file() and identity.is_file() and json.loads(identity.read_text()) == list(args)
+    if resume:
+        segments = _segments(folder)
+        last = segments[-1] if segments else None
+        if last is not None and last["wall_s"] is None:  # killed: its work counts up to its last checkpoint
+            last["wall_s"] = round(max(0.0, (run / "checkpoint.pt").stat().st_mtime - last["started"]), 1)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        identity.write_text(json.dumps(list(args)))
+    segments.append({"started": time.time(), "wall_s": None})
+    (folder / "segments.json").write_text(json.dumps(segments))
+    if resume:
+        return ["--resume", str(run), "--device", device, total_flag, args[list(args).index(total_flag) + 1]]
+    return [*args, "--out", str(run), "--device", device]
+
+
+def trainer_folder(out_dir: str | Path, method: str, seed: int) -> Path:
+    """The run folder of a cell trained by :func:`trainer_run`'s arguments."""
+    return partial_dir(out_dir, method, seed) / "run"
+
+
+def trainer_wall_time(out_dir: str | Path, method: str, seed: int) -> tuple[float, int]:
+    """Once the trainer has finished: the cell's wall time over its attempts (an interrupted one
+    counted up to its last checkpoint, whose work the next one resumed) and how many there were."""
+    folder = partial_dir(out_dir, method, seed)
+    segments = _segments(folder)
+    segments[-1]["wall_s"] = round(time.time() - segments[-1]["started"], 1)
+    return sum(s["wall_s"] for s in segments), len(segments)
+
+
+def _segments(folder: Path) -> list[dict[str, Any]]:
+    path = folder / "segments.json"
+    return json.loads(path.read_text()) if path.is_file() else []
 
 
 @dataclass(frozen=True)

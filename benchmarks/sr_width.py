@@ -9,7 +9,8 @@ with the same steps, batch and patches each, evaluates every model on the valid 
 PSNR, border of 2 shaved, 8-bit rounding; see usrl.sr.metrics), and writes
 benchmarks/results/sr_<task>.md, sr_<task>.png and sr_<task>_crops.png (bicubic / widths / HR of
 one crop, from the us model of the first seed). Finished cells are kept under
-benchmarks/results/cells/sr_<task>/ and skipped on rerun.
+benchmarks/results/cells/sr_<task>/ and skipped on rerun; a cell interrupted (killed, or failed)
+resumes from its trainer's last checkpoint (every tenth of its steps) when it runs again.
 
     python benchmarks/sr_width.py --task demo --seeds 0 1 2 --jobs 2
 
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +31,16 @@ from cells import (  # noqa: E402
     add_backend_arguments,
     backend_from_args,
     cell_device,
-    cell_path,
     load_cells,
     mean_std,
+    partial_dir,
     pending,
-    save_cell,
+    resuming_note,
+    save_finished_cell,
     train_cells,
+    trainer_folder,
+    trainer_run,
+    trainer_wall_time,
     value_at,
 )
 from intervals import as_curve, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
@@ -55,6 +58,7 @@ TASKS: dict[str, dict[str, Any]] = {
                                                 "--batch-size", "4", "--lr", "1e-3"]},
 }  # fmt: skip
 METHODS = ["us", "us_no_distill", *(f"individual_{w}" for w in WIDTHS)]
+CHECKPOINTS = 10  # a cell's trainer checkpoints every tenth of its steps (a cell started again resumes there)
 CROPS_KEY = "_crops_model"  # a cell result's key for the crops model's weights (saved beside, not in, the JSON)
 
 
@@ -83,20 +87,21 @@ def run_cell(
 
     cfg = TASKS[task]
     extra, widths = method_args(method)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
-        args = ["--data", data, "--out", str(run), "--scale", str(cfg["scale"]), "--steps", str(cfg["steps"]),
-                "--seed", str(seed), "--eval-freq", "0", "--save-freq", str(cfg["steps"]), "--workers", "0",
-                "--cache", "--device", device, "--verbose", "0", *cfg["train"], *extra]  # fmt: skip
-        t0 = time.perf_counter()
-        if train(args) != 0:
-            raise RuntimeError(f"training failed: {args}")
-        train_time = time.perf_counter() - t0
-        model, _ = load_model(run / "model.pt")
-        rows = evaluate(model, ImageDataset(find_pairs(data, "valid", cfg["scale"]), cfg["scale"]), widths,
-                        LR_SIZE, device, method)  # fmt: skip
+    save_every = max(1, cfg["steps"] // CHECKPOINTS)
+    args = ["--data", data, "--scale", str(cfg["scale"]), "--steps", str(cfg["steps"]), "--seed", str(seed),
+            "--eval-freq", "0", "--save-freq", str(save_every), "--workers", "0", "--cache", "--verbose", "0",
+            *cfg["train"], *extra]  # fmt: skip
+    cli = trainer_run(out_dir, method, seed, args, device, "--steps")
+    if cli[0] == "--resume":
+        print(f"[sr {task}] {method} seed {seed}: resuming from its last checkpoint", flush=True)
+    if train(cli) != 0:
+        raise RuntimeError(f"training failed: {cli}")
+    train_time, attempts = trainer_wall_time(out_dir, method, seed)
+    model, _ = load_model(trainer_folder(out_dir, method, seed) / "model.pt")
+    rows = evaluate(model, ImageDataset(find_pairs(data, "valid", cfg["scale"]), cfg["scale"]), widths,
+                    LR_SIZE, device, method)  # fmt: skip
     result: dict[str, Any] = {"task": task, "method": method, "seed": seed, "steps": cfg["steps"],
-                              "train_time_s": train_time, "rows": rows}  # fmt: skip
+                              "train_time_s": train_time, "attempts": attempts, "rows": rows}  # fmt: skip
     if method == "us" and seed == crops_seed:  # kept for the crops figure (not committed)
         buffer = io.BytesIO()
         torch.save({"config": model.config, "model": {k: v.cpu() for k, v in model.state_dict().items()}}, buffer)
@@ -114,7 +119,7 @@ def save(call: tuple[Any, ...], result: dict[str, Any]) -> None:
         from usrl.utils import atomic_write
 
         atomic_write(cell_dir / "us_crops_model.pt", lambda tmp: tmp.write_bytes(crops))
-    save_cell(cell_path(cell_dir, method, seed), result)
+    save_finished_cell(cell_dir, method, seed, result)
 
 
 def at(rows: list[dict[str, Any]], w: float, key: str = "psnr_rgb") -> float | None:
@@ -226,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         write_demo(data)
     backend = backend_from_args(p, args, [data])
     todo = pending(cell_dir, args.methods, args.seeds)
-    print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
+    print(f"{len(todo)} cells to train{resuming_note(partial_dir(cell_dir, m, s) for m, s in todo)}, "
+          f"{len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)  # fmt: skip
     calls = [(args.task, m, s, str(data), str(cell_dir), min(args.seeds), cell_device(backend)) for m, s in todo]
     code = train_cells(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}", save=save,
                        backend=backend)  # fmt: skip

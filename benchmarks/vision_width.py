@@ -9,7 +9,8 @@ scikit-learn's digits, 36x36 RGB, trained at 32x32), trains over several seeds:
 with the same epochs, batch, schedule and augmentation each; every model is BN-calibrated and
 evaluated (top-1 on val) by the trainer itself. Writes benchmarks/results/vision_<task>.md and
 vision_<task>.png. Finished cells are kept under benchmarks/results/cells/vision_<task>/ and
-skipped on rerun.
+skipped on rerun; a cell interrupted (killed, or failed) resumes from its trainer's last
+checkpoint (every epoch) when it runs again.
 
     python benchmarks/vision_width.py --task digits --seeds 0 1 2 --jobs 2
 
@@ -21,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,16 @@ from cells import (  # noqa: E402
     add_backend_arguments,
     backend_from_args,
     cell_device,
-    cell_path,
     load_cells,
     mean_std,
+    partial_dir,
     pending,
-    save_cell,
+    resuming_note,
+    save_finished_cell,
     train_cells,
+    trainer_folder,
+    trainer_run,
+    trainer_wall_time,
     value_at,
 )
 from intervals import as_curve, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
@@ -81,21 +84,22 @@ def write_tiny_data(root: Path) -> None:
 
 def run_cell(task: str, method: str, seed: int, data: str, out_dir: str, device: str = "cpu") -> dict[str, Any]:
     """Train and evaluate one (method, seed) cell on ``device``; returns its JSON (the caller writes it
-    under ``out_dir``)."""
+    under ``out_dir``). The trainer checkpoints every epoch under the cell's partial folder, so a
+    cell started again after a kill (or a time limit) resumes there."""
     from usrl.vision.train import main as train
 
     cfg = TASKS[task]
-    with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
-        args = ["--data", data, "--out", str(run), "--epochs", str(cfg["epochs"]), "--seed", str(seed), *COMMON,
-                *cfg["train"], *method_args(method), "--device", device]  # fmt: skip
-        t0 = time.perf_counter()
-        if train(args) != 0:
-            raise RuntimeError(f"training failed: {args}")
-        train_time = time.perf_counter() - t0
-        rows = json.loads((run / "spectrum.json").read_text())["rows"]
+    args = ["--data", data, "--epochs", str(cfg["epochs"]), "--seed", str(seed), *COMMON, *cfg["train"],
+            *method_args(method)]  # fmt: skip
+    cli = trainer_run(out_dir, method, seed, args, device, "--epochs")
+    if cli[0] == "--resume":
+        print(f"[vision {task}] {method} seed {seed}: resuming from its last checkpoint", flush=True)
+    if train(cli) != 0:
+        raise RuntimeError(f"training failed: {cli}")
+    train_time, attempts = trainer_wall_time(out_dir, method, seed)
+    rows = json.loads((trainer_folder(out_dir, method, seed) / "spectrum.json").read_text())["rows"]
     result = {"task": task, "method": method, "seed": seed, "epochs": cfg["epochs"], "train_time_s": train_time,
-              "rows": rows}  # fmt: skip
+              "attempts": attempts, "rows": rows}  # fmt: skip
     print(f"[vision {task}] {method} seed {seed}: {train_time:.0f}s, top-1 "
           + ", ".join(f"{r['width']}:{r['top1']:.1f}" for r in rows if r["width"] in WIDTHS), flush=True)  # fmt: skip
     return result
@@ -185,10 +189,11 @@ def main(argv: list[str] | None = None) -> int:
             write_demo(data)
     backend = backend_from_args(p, args, [data])
     todo = pending(cell_dir, args.methods, args.seeds)
-    print(f"{len(todo)} cells to train, {len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)
+    print(f"{len(todo)} cells to train{resuming_note(partial_dir(cell_dir, m, s) for m, s in todo)}, "
+          f"{len(args.methods) * len(args.seeds) - len(todo)} done already", flush=True)  # fmt: skip
     calls = [(args.task, m, s, str(data), str(cell_dir), cell_device(backend)) for m, s in todo]
     code = train_cells(run_cell, calls, args.jobs, describe=lambda c: f"{c[1]} seed {c[2]}",
-                       save=lambda c, result: save_cell(cell_path(Path(c[4]), c[1], c[2]), result),
+                       save=lambda c, result: save_finished_cell(c[4], c[1], c[2], result),
                        backend=backend)  # fmt: skip
     if code:
         return code

@@ -60,7 +60,9 @@ from cells import (  # noqa: E402
     cell_path,
     mean_std,
     params_tag,
-    save_cell,
+    partial_dir,
+    resuming_note,
+    save_finished_cell,
     train_cells,
     value_at,
 )
@@ -125,7 +127,6 @@ SAMPLED = "-sampled"  # a selection's suffix: evaluate and select on actions sam
 SELECT_EVALS = 10  # --select best considers a checkpoint every tenth of training (and the last one)
 SELECT_EPISODES = 15  # selection episodes per checkpoint, split evenly over the widths selected on
 CHECKPOINTS = 10  # a cell saves a resumable checkpoint every tenth of its training
-PARTIAL = ".partial"  # the folder, beside a grid's cells, of the checkpoints of cells in training
 
 
 def selection_parts(select: str) -> tuple[str, bool]:
@@ -294,14 +295,12 @@ def pending_cells(
 
 def resuming(cells: list[CellArgs]) -> str:
     """The note ", N of them from their last checkpoint" for cells that resume mid-training ("" if none)."""
-    n = sum(partial_dir(c[4], c[2], c[3]).exists() for c in cells)
-    return f", {n} of them from their last checkpoint" if n else ""
+    return resuming_note(partial_dir(c[4], c[2], c[3]) for c in cells)
 
 
 def _save_cell(cell: CellArgs, result: dict[str, Any]) -> None:
     """Write a finished cell's JSON, then delete its checkpoints."""
-    save_cell(cell_path(Path(cell[4]), cell[2], cell[3]), result)
-    discard_partial(cell[4], cell[2], cell[3])
+    save_finished_cell(cell[4], cell[2], cell[3], result)
 
 
 def run_cells(
@@ -343,23 +342,6 @@ def machines_line(cells: list[dict[str, Any]]) -> list[str]:
             cpu += f", {m['gpu']}"
         counts[cpu] = counts.get(cpu, 0) + 1
     return ["Trained on (one thread per cell): " + "; ".join(f"{cpu} ({n} cells)" for cpu, n in counts.items()) + "  "]
-
-
-def partial_dir(out_dir: str | Path, method: str, seed: int) -> Path:
-    """Where a cell keeps its mid-training checkpoints (deleted once its JSON is written)."""
-    return Path(out_dir) / PARTIAL / f"{method}_s{seed}"
-
-
-def discard_partial(out_dir: str | Path, method: str, seed: int) -> None:
-    """Delete a finished cell's checkpoints (and the checkpoints folder once it is empty)."""
-    import shutil
-
-    folder = partial_dir(out_dir, method, seed)
-    shutil.rmtree(folder, ignore_errors=True)
-    try:
-        folder.parent.rmdir()
-    except OSError:
-        pass  # other cells' checkpoints are there, or it is gone already
 
 
 def _resume_cell(

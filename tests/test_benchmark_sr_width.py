@@ -21,6 +21,7 @@ def test_tiny_task_end_to_end(load_benchmark, tmp_path: Path, capsys) -> None:  
     assert "## Interval estimates" in md and "P(US > other)" in md
     for name in ("sr_tiny.png", "sr_tiny_crops.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    assert us["attempts"] == 1 and not (cells / ".partial").exists()  # finished cells leave no checkpoints
     capsys.readouterr()
     assert mod.main(args) == 0
     assert "0 cells to train, 2 done already" in capsys.readouterr().out

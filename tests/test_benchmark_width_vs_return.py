@@ -34,7 +34,7 @@ def test_tiny_preset_end_to_end_and_resume(load_benchmark, tmp_path: Path, capsy
     assert (cells / "us_s0.json").stat().st_mtime == mtime
     md = (tmp_path / "tiny.md").read_text()  # rebuilt from the cells, the note kept once
     assert md.count("## Reading these numbers\n\n- a note") == 1 and md.count("## Interval estimates") == 1
-    assert not (cells / wvr.PARTIAL).exists()  # finished cells leave no checkpoints behind
+    assert not (cells / load_benchmark("cells").PARTIAL).exists()  # finished cells leave no checkpoints behind
 
 
 def test_tiny_preset_with_ppo(load_benchmark, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -157,8 +157,9 @@ def test_a_cell_killed_mid_training_resumes_from_its_last_checkpoint(
     assert [s for s, _ in cell["selection_history"]] == [40 * k for k in range(1, 11)]
     assert cell["selected_step"] == max(cell["selection_history"], key=lambda h: h[1])[0]
     # the driver deletes the checkpoints once the cell's file is written
-    wvr.discard_partial(out, "us", 0)
-    assert not (out / wvr.PARTIAL).exists()
+    shared = load_benchmark("cells")
+    shared.discard_partial(out, "us", 0)
+    assert not (out / shared.PARTIAL).exists()
     # a checkpoint of another configuration is not resumed: that cell starts over
     monkeypatch.setattr(wvr, "progress_callback", lambda label, total: DieAt())
     with pytest.raises(Killed):

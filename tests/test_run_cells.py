@@ -157,3 +157,28 @@ def test_sigterm_to_the_driver_stops_its_workers(tmp_path: Path) -> None:
     for pid in workers:  # gone, not left training as orphans
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_trainer_run_resumes_only_its_own_checkpoint(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A trainer CLI's cell resumes where an attempt with the same arguments left a checkpoint (that
+    attempt's time counted up to the checkpoint), and starts over where the arguments changed."""
+    cells = load_benchmark("cells")
+    args = ["--data", "d", "--epochs", "20", "--seed", "3"]
+    first = cells.trainer_run(tmp_path, "us", 3, args, "cpu", "--epochs")
+    run = cells.trainer_folder(tmp_path, "us", 3)
+    assert first == [*args, "--out", str(run), "--device", "cpu"]
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"saved")
+    started = json.loads((run.parent / "segments.json").read_text())[0]["started"]
+    os.utime(run / "checkpoint.pt", (started + 42.0, started + 42.0))  # the killed attempt's last checkpoint
+    assert cells.trainer_run(tmp_path, "us", 3, args, "cuda", "--epochs") == [
+        "--resume", str(run), "--device", "cuda", "--epochs", "20"
+    ]  # fmt: skip
+    total, attempts = cells.trainer_wall_time(tmp_path, "us", 3)
+    assert attempts == 2 and 42.0 <= total < 60.0
+    # other arguments (a changed task): the old checkpoint is not resumed
+    assert cells.trainer_run(tmp_path, "us", 3, [*args[:3], "10", *args[4:]], "cpu", "--epochs")[0] == "--data"
+    assert not (run / "checkpoint.pt").exists()
+    assert cells.resuming_note([run.parent, tmp_path / "nothing"]) == ", 1 of them from their last checkpoint"
+    cells.discard_partial(tmp_path, "us", 3)
+    assert not (tmp_path / cells.PARTIAL).exists() and cells.resuming_note([run.parent]) == ""
