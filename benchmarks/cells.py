@@ -1,7 +1,8 @@
 """What the width benchmarks share (width_vs_return.py, vision_width.py, sr_width.py): one JSON
-file per (method, seed) cell, the cells still to train, where cells run (a pool of one-thread
-local workers, or Ray tasks on a cluster: ``--backend``) with a time limit, reading a value at a
-width, the "mean ± std" entries of their markdown tables, and seed lists written ``0-9`` or ``0,3,5``."""
+file per (method, seed) cell, the cells still to train, the checkpoints of cells in training
+(``.partial/``, so that an interrupted cell resumes), where cells run (a pool of one-thread local
+workers, or Ray tasks on a cluster: ``--backend``) with a time limit, reading a value at a width,
+the "mean ± std" entries of their markdown tables, and seed lists written ``0-9`` or ``0,3,5``."""
 
 from __future__ import annotations
 
