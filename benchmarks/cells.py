@@ -153,6 +153,27 @@ def trainer_wall_time(out_dir: str | Path, method: str, seed: int) -> tuple[floa
     return sum(s["wall_s"] for s in segments), len(segments)
 
 
+def train_trainer_cell(
+    train: Callable[[list[str]], int],
+    label: str,
+    out_dir: str | Path,
+    method: str,
+    seed: int,
+    args: Sequence[str],
+    device: str,
+    total_flag: str,
+) -> tuple[Path, float, int]:
+    """Train a cell with a trainer CLI's ``main`` (``train``) and :func:`trainer_run`'s arguments,
+    resuming an interrupted attempt; returns the trainer's run folder, the wall time over the
+    attempts and their number. ``RuntimeError`` if the trainer fails (its checkpoint stays)."""
+    cli = trainer_run(out_dir, method, seed, args, device, total_flag)
+    if cli[0] == "--resume":
+        print(f"{label} {method} seed {seed}: resuming from its last checkpoint", flush=True)
+    if train(cli) != 0:
+        raise RuntimeError(f"training failed: {cli}")
+    return (trainer_folder(out_dir, method, seed), *trainer_wall_time(out_dir, method, seed))
+
+
 def _segments(folder: Path) -> list[dict[str, Any]]:
     path = folder / "segments.json"
     return json.loads(path.read_text()) if path.is_file() else []

@@ -38,9 +38,7 @@ from cells import (  # noqa: E402
     resuming_note,
     save_finished_cell,
     train_cells,
-    trainer_folder,
-    trainer_run,
-    trainer_wall_time,
+    train_trainer_cell,
     value_at,
 )
 from intervals import as_curve, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
@@ -91,13 +89,9 @@ def run_cell(
     args = ["--data", data, "--scale", str(cfg["scale"]), "--steps", str(cfg["steps"]), "--seed", str(seed),
             "--eval-freq", "0", "--save-freq", str(save_every), "--workers", "0", "--cache", "--verbose", "0",
             *cfg["train"], *extra]  # fmt: skip
-    cli = trainer_run(out_dir, method, seed, args, device, "--steps")
-    if cli[0] == "--resume":
-        print(f"[sr {task}] {method} seed {seed}: resuming from its last checkpoint", flush=True)
-    if train(cli) != 0:
-        raise RuntimeError(f"training failed: {cli}")
-    train_time, attempts = trainer_wall_time(out_dir, method, seed)
-    model, _ = load_model(trainer_folder(out_dir, method, seed) / "model.pt")
+    run, train_time, attempts = train_trainer_cell(train, f"[sr {task}]", out_dir, method, seed, args, device,
+                                                   "--steps")  # fmt: skip
+    model, _ = load_model(run / "model.pt")
     rows = evaluate(model, ImageDataset(find_pairs(data, "valid", cfg["scale"]), cfg["scale"]), widths,
                     LR_SIZE, device, method)  # fmt: skip
     result: dict[str, Any] = {"task": task, "method": method, "seed": seed, "steps": cfg["steps"],

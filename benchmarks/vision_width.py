@@ -39,9 +39,7 @@ from cells import (  # noqa: E402
     resuming_note,
     save_finished_cell,
     train_cells,
-    trainer_folder,
-    trainer_run,
-    trainer_wall_time,
+    train_trainer_cell,
     value_at,
 )
 from intervals import as_curve, interval_lines, keep_notes, spectrum_intervals  # noqa: E402
@@ -91,13 +89,9 @@ def run_cell(task: str, method: str, seed: int, data: str, out_dir: str, device:
     cfg = TASKS[task]
     args = ["--data", data, "--epochs", str(cfg["epochs"]), "--seed", str(seed), *COMMON, *cfg["train"],
             *method_args(method)]  # fmt: skip
-    cli = trainer_run(out_dir, method, seed, args, device, "--epochs")
-    if cli[0] == "--resume":
-        print(f"[vision {task}] {method} seed {seed}: resuming from its last checkpoint", flush=True)
-    if train(cli) != 0:
-        raise RuntimeError(f"training failed: {cli}")
-    train_time, attempts = trainer_wall_time(out_dir, method, seed)
-    rows = json.loads((trainer_folder(out_dir, method, seed) / "spectrum.json").read_text())["rows"]
+    run, train_time, attempts = train_trainer_cell(train, f"[vision {task}]", out_dir, method, seed, args, device,
+                                                   "--epochs")  # fmt: skip
+    rows = json.loads((run / "spectrum.json").read_text())["rows"]
     result = {"task": task, "method": method, "seed": seed, "epochs": cfg["epochs"], "train_time_s": train_time,
               "attempts": attempts, "rows": rows}  # fmt: skip
     print(f"[vision {task}] {method} seed {seed}: {train_time:.0f}s, top-1 "

@@ -52,7 +52,7 @@ def test_an_interrupted_cell_resumes_from_its_last_checkpoint(
     monkeypatch.setattr(vision_train, "main", stopped_after_one_epoch)
     with pytest.raises(RuntimeError, match="training failed"):
         mod.run_cell("tiny", "individual_0.5", 0, str(data), str(cells))
-    run = mod.trainer_folder(cells, "individual_0.5", 0)
+    run = load_benchmark("cells").trainer_folder(cells, "individual_0.5", 0)
     assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 1
 
     def resumed(argv: list[str]) -> int:
