@@ -119,8 +119,8 @@ def trainer_run(
     fresh folder. The wall time of each attempt is recorded beside it: see :func:`trainer_wall_time`."""
     import shutil
 
-    folder = partial_dir(out_dir, method, seed)
-    run, identity = folder / "run", folder / "identity.json"
+    folder, run = partial_dir(out_dir, method, seed), trainer_folder(out_dir, method, seed)
+    identity = folder / "identity.json"
     segments: list[dict[str, Any]] = []
     resume = (run / "checkpoint.pt").is_file() and identity.is_file() and json.loads(identity.read_text()) == list(args)
     if resume:
