@@ -12,7 +12,8 @@ are skipped):
     TASK ALGO SELECT SEEDS METHODS [KEY:VALUE ...]
 
 SEEDS is ``0-2`` or ``0,3,5``; METHODS a comma list of width_vs_return methods or ``all``;
-KEY:VALUE pairs are -params overrides. Example:
+KEY:VALUE pairs are -params overrides. A greedy final cell whose best-checkpoint cell is in the
+plan too trains once, as that cell (which writes both). Example:
 
     pendulum ppo final 0-2 us,individual_1.0 student_weight:0.3333
     acrobot a2c final 0-2 all
@@ -41,6 +42,7 @@ from width_vs_return import (  # noqa: E402
     resuming,
     run_cells,
     selection_error,
+    train_finals_with_best,
 )
 
 
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         for cell in pending_cells(args.out, task, algo, select, params, methods, seeds, cell_device(backend)):
             if cell not in todo:  # cells shared between groups train once
                 todo.append(cell)
+    todo = train_finals_with_best(todo)
     print(f"{len(todo)} cells to train{resuming(todo)}", flush=True)
     return run_cells(todo, args.jobs, args.time_limit, backend)
 

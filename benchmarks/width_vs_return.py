@@ -15,7 +15,9 @@ The model evaluated is the final one (--select final, the default), or (--select
 rl-zoo3's best_model) the checkpoint with the highest return on separate selection episodes,
 evaluated every tenth of training on 15 selection episodes: 5 at each of widths low / middle
 / high of the range for the US methods (their mean), all 15 at its own width for an individual
-net. Those results go to <name>_best.md / .png.
+net. Those results go to <name>_best.md / .png. The same run's final weights are evaluated too,
+into the --select final cells where one is missing (the selection's greedy episodes leave the
+training as it is), so a --select best run needs no --select final run of the same seeds.
 
 Models are evaluated (and selected) on their greedy actions, as SB3's evaluate_policy by default.
 --select final-sampled / best-sampled (PPO and A2C) sample the actions from the policy instead, as
@@ -127,6 +129,9 @@ SAMPLED = "-sampled"  # a selection's suffix: evaluate and select on actions sam
 SELECT_EVALS = 10  # --select best considers a checkpoint every tenth of training (and the last one)
 SELECT_EPISODES = 15  # selection episodes per checkpoint, split evenly over the widths selected on
 CHECKPOINTS = 10  # a cell saves a resumable checkpoint every tenth of its training
+# the key of a greedy best-checkpoint cell's result that carries its training run's final-weights
+# cell (the driver writes it to the final cells' folder and drops it from the best cell's file)
+FINAL_WEIGHTS = "final_weights_cell"
 
 
 def selection_parts(select: str) -> tuple[str, bool]:
@@ -298,8 +303,34 @@ def resuming(cells: list[CellArgs]) -> str:
     return resuming_note(partial_dir(c[4], c[2], c[3]) for c in cells)
 
 
+def final_weights_dir(task: str, algo: str, out_dir: str | Path, params: dict[str, Any]) -> Path:
+    """The folder of the --select final cells beside the best-checkpoint cells in ``out_dir`` (same
+    task, algo and cell overrides)."""
+    return Path(out_dir).parent / result_name(task, algo, "final", params)
+
+
+def train_finals_with_best(cells: list[CellArgs]) -> list[CellArgs]:
+    """``cells`` with each greedy final cell that has its best-checkpoint cell pending too left to
+    that cell, whose one training run writes both (see :func:`run_cell`), at the place of whichever
+    comes first. A final cell already part-trained keeps training on its own."""
+    best = {(c[0], c[1], c[2], c[3], params_tag(c[6]), c[7]): c for c in cells if c[5] == "best"}
+    merged: list[CellArgs] = []
+    for c in cells:
+        twin = best.get((c[0], c[1], c[2], c[3], params_tag(c[6]), c[7])) if c[5] == "final" else None
+        if twin is not None and not partial_dir(c[4], c[2], c[3]).exists():
+            c = twin
+        if c not in merged:
+            merged.append(c)
+    return merged
+
+
 def _save_cell(cell: CellArgs, result: dict[str, Any]) -> None:
-    """Write a finished cell's JSON, then delete its checkpoints."""
+    """Write a finished cell's JSON, then delete its checkpoints; a best-checkpoint cell's result
+    also holds its run's final-weights cell, written unless that cell is on disk already."""
+    final = result.pop(FINAL_WEIGHTS, None)
+    folder = final_weights_dir(cell[0], cell[1], cell[4], cell[6])
+    if final is not None and not cell_path(folder, cell[2], cell[3]).exists():
+        save_finished_cell(folder, cell[2], cell[3], final)
     save_finished_cell(cell[4], cell[2], cell[3], result)
 
 
@@ -385,6 +416,11 @@ def run_cell(
     """Train and sweep one (method, seed) cell (its final model, or its best checkpoint) with the task's preset,
     ``params`` overriding it, on ``device``; returns its JSON (the caller writes it under ``out_dir``).
 
+    A greedy best-checkpoint cell also sweeps its final weights when their --select final cell is
+    not on disk: the selection's greedy episodes draw no random numbers and run on their own env,
+    so the run trains the model a final cell of the same seed trains, and that cell comes with it
+    under :data:`FINAL_WEIGHTS`.
+
     Every 1/``CHECKPOINTS`` of training the cell saves a checkpoint (the train CLI's: model,
     optimizer, replay buffer, random states, and here the selection so far) under
     :func:`partial_dir`; a cell started again after a kill resumes from the newest one."""
@@ -443,8 +479,20 @@ def run_cell(
         segments.append(segment)
     # the train time excludes the selection episodes
     train_time = sum(s["wall_s"] for s in segments) - (selection.seconds if selection is not None else 0.0)
+    eval_env = make_vec_env(spec, n_envs=4, seed=10_000 + seed, frame_stack=frame_stack, eval_env=True)
+
+    def evaluate() -> list[dict[str, Any]]:
+        if method.startswith("individual_"):
+            rows = sweep(model, eval_env, [model.policy.width_range[1]], cfg["episodes"], 10_000 + seed, not sampled)
+            rows[0]["width"] = widths[0]
+            return rows
+        return sweep(model, eval_env, widths, cfg["episodes"], 10_000 + seed, not sampled)
+
     selected: dict[str, Any] = {}
+    final_rows = None
     if selection is not None:
+        if not sampled and not cell_path(final_weights_dir(task, algo, out_dir, params or {}), method, seed).exists():
+            final_rows = evaluate()
         model.policy.load_state_dict(selection.best_state)
         selected = {
             "selected_step": selection.best_step,
@@ -453,12 +501,7 @@ def run_cell(
             "selection_episodes_per_width": per_width,
             "selection_time_s": selection.seconds,
         }
-    eval_env = make_vec_env(spec, n_envs=4, seed=10_000 + seed, frame_stack=frame_stack, eval_env=True)
-    if method.startswith("individual_"):
-        rows = sweep(model, eval_env, [model.policy.width_range[1]], cfg["episodes"], 10_000 + seed, not sampled)
-        rows[0]["width"] = widths[0]
-    else:
-        rows = sweep(model, eval_env, widths, cfg["episodes"], 10_000 + seed, not sampled)
+    rows = evaluate()
     result = {
         "task": task,
         "algo": algo,
@@ -475,6 +518,13 @@ def run_cell(
         **selected,
         "rows": rows,
     }
+    if final_rows is not None:
+        result[FINAL_WEIGHTS] = {
+            **{k: v for k, v in result.items() if k not in selected},
+            "select": "final",
+            "trained_with_select": select,
+            "rows": final_rows,
+        }
     print(
         f"{label}: {train_time:.0f}s"
         + (f" in {len(segments)} segments" if len(segments) > 1 else "")

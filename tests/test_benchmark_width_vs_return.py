@@ -99,7 +99,7 @@ def test_sampled_actions_evaluate_the_same_training_into_their_own_cells(  # typ
     assert wvr.result_name("acrobot", "ppo", "best-sampled", {"gamma": 0.9}) == "acrobot_ppo_best_sampled_gamma-0.9"
 
 
-def test_tiny_preset_best_checkpoint_selection(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_tiny_preset_best_checkpoint_selection(load_benchmark, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     wvr = load_benchmark("width_vs_return")
     methods = ["us", "individual_0.5"]
     args = ["--task", "tiny", "--select", "best", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]
@@ -120,6 +120,44 @@ def test_tiny_preset_best_checkpoint_selection(load_benchmark, tmp_path: Path) -
     md = (tmp_path / "tiny_best.md").read_text()
     assert "best checkpoint" in md and (tmp_path / "tiny_best.png").is_file()
     assert not (tmp_path / "tiny.md").exists()
+    # the run's final weights went to the --select final cells: the same weights a final run trains
+    twin = json.loads((tmp_path / "cells" / "tiny" / "us_s0.json").read_text())
+    assert twin["select"] == "final" and twin["trained_with_select"] == "best" and "selected_step" not in twin
+    assert wvr.FINAL_WEIGHTS not in us and twin["train_time_s"] == us["train_time_s"]
+    alone = tmp_path / "alone"
+    assert wvr.main(["--task", "tiny", "--seeds", "0", "--methods", "us", "--out", str(alone)]) == 0
+    assert json.loads((alone / "cells" / "tiny" / "us_s0.json").read_text())["rows"] == twin["rows"]
+    mtime = (alone / "cells" / "tiny" / "us_s0.json").stat().st_mtime
+    assert wvr.main(["--task", "tiny", "--select", "best", "--seeds", "0", "--methods", "us", "--out", str(alone)]) == 0
+    assert (alone / "cells" / "tiny" / "us_s0.json").stat().st_mtime == mtime  # a final cell on disk stays
+    assert wvr.main(["--task", "tiny", "--seeds", "0", "--methods", *methods, "--out", str(tmp_path)]) == 0
+    assert "0 cells to train, 2 done already" in capsys.readouterr().out
+
+
+def test_a_final_cell_trains_as_its_best_checkpoint_twin_when_both_are_pending(load_benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    wvr = load_benchmark("width_vs_return")
+    cells = load_benchmark("cells")
+
+    def pending(select: str, methods: list[str], params: dict | None = None) -> list:  # type: ignore[type-arg]
+        return wvr.pending_cells(tmp_path, "tiny", "dqn", select, params or {}, methods, [0, 1])
+
+    final, best = pending("final", ["us", "individual_0.5"]), pending("best", ["us"])
+    merged = wvr.train_finals_with_best(final + best)
+    # us trains once, as its best cell, at the final cell's place; the individual nets as planned
+    assert [(c[2], c[3], c[5]) for c in merged] == [
+        ("us", 0, "best"), ("individual_0.5", 0, "final"), ("us", 1, "best"), ("individual_0.5", 1, "final")
+    ]  # fmt: skip
+    assert wvr.final_weights_dir("tiny", "dqn", merged[0][4], {}) == tmp_path / "cells" / "tiny"
+    # other overrides, sampled actions and a final cell already part-trained are not merged
+    other = pending("best", ["us"], {"gamma": 0.9})
+    assert wvr.train_finals_with_best(final + other) == final + other
+    sampled = wvr.pending_cells(tmp_path, "tiny", "a2c", "final-sampled", {}, ["us"], [0])
+    sampled_best = wvr.pending_cells(tmp_path, "tiny", "a2c", "best-sampled", {}, ["us"], [0])
+    assert wvr.train_finals_with_best(sampled + sampled_best) == sampled + sampled_best
+    cells.partial_dir(final[0][4], "us", 0).mkdir(parents=True)
+    assert [(c[2], c[3], c[5]) for c in wvr.train_finals_with_best(final + best)][:2] == [
+        ("us", 0, "final"), ("individual_0.5", 0, "final")
+    ]  # fmt: skip
 
 
 def test_a_cell_killed_mid_training_resumes_from_its_last_checkpoint(
