@@ -310,9 +310,9 @@ def final_weights_dir(task: str, algo: str, out_dir: str | Path, params: dict[st
 
 
 def train_finals_with_best(cells: list[CellArgs]) -> list[CellArgs]:
-    """``cells`` with each greedy final cell that has its best-checkpoint cell pending too left to
-    that cell, whose one training run writes both (see :func:`run_cell`), at the place of whichever
-    comes first. A final cell already part-trained keeps training on its own."""
+    """``cells`` with each greedy final cell whose best-checkpoint cell is pending too replaced by
+    that cell, at the place of whichever comes first: its one training run writes both (see
+    :func:`run_cell`). A final cell already part-trained keeps training on its own."""
     best = {(c[0], c[1], c[2], c[3], params_tag(c[6]), c[7]): c for c in cells if c[5] == "best"}
     merged: list[CellArgs] = []
     for c in cells:
