@@ -313,10 +313,14 @@ def train_finals_with_best(cells: list[CellArgs]) -> list[CellArgs]:
     """``cells`` with each greedy final cell whose best-checkpoint cell is pending too replaced by
     that cell, at the place of whichever comes first: its one training run writes both (see
     :func:`run_cell`). A final cell already part-trained keeps training on its own."""
-    best = {(c[0], c[1], c[2], c[3], params_tag(c[6]), c[7]): c for c in cells if c[5] == "best"}
+
+    def run(c: CellArgs) -> tuple[Any, ...]:  # what makes two cells one training run: all but select and folder
+        return c[0], c[1], c[2], c[3], params_tag(c[6]), c[7]
+
+    best = {run(c): c for c in cells if c[5] == "best"}
     merged: list[CellArgs] = []
     for c in cells:
-        twin = best.get((c[0], c[1], c[2], c[3], params_tag(c[6]), c[7])) if c[5] == "final" else None
+        twin = best.get(run(c)) if c[5] == "final" else None
         if twin is not None and not partial_dir(c[4], c[2], c[3]).exists():
             c = twin
         if c not in merged:
