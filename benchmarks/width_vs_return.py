@@ -126,7 +126,7 @@ SETTINGS_BEFORE_RECORDED: dict[str, Any] = {"distill_warmup": 0.0, "teacher_guar
 INDIVIDUAL_SAME_KEYS = SANDWICH_ONLY_KEYS | {"policy_kwargs.slim_critic"}
 SELECTIONS = ("final", "best", "final-sampled", "best-sampled")
 SAMPLED = "-sampled"  # a selection's suffix: evaluate and select on actions sampled from the policy
-SELECT_EVALS = 10  # --select best considers a checkpoint every tenth of training (and the last one)
+SELECT_EVALS = 10  # --select best considers a checkpoint every tenth of training (and the end's, past the last tenth)
 SELECT_EPISODES = 15  # selection episodes per checkpoint, split evenly over the widths selected on
 CHECKPOINTS = 10  # a cell saves a resumable checkpoint every tenth of its training
 # the key of a greedy best-checkpoint cell's result that carries its training run's final-weights
